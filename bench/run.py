@@ -1,0 +1,301 @@
+"""`make bench`: core throughput/latency figures of fhirserver, against its own ceiling.
+
+Starts the server on a fresh temporary data dir (embedded store), seeds it through the FHIR
+API, then runs each scenario with N concurrent clients for a fixed time after a warm-up.
+Optionally repeats the store-bound scenarios with SecantusDB in its own process, and
+profiles the read and create scenarios. Writes bench/results/core.json, core.png and
+profile-*.txt; prints a table. Targets are reported as PASS/MISS, never asserted.
+
+Environment: BENCH_CLIENTS (16), BENCH_SECONDS (10), BENCH_WARMUP (2), BENCH_ENGINE
+(raw|httpx), BENCH_PATIENTS (2000), BENCH_SLOTS (2000), BENCH_SEPARATE_STORE (1),
+BENCH_PROFILE (auto|py-spy|pyinstrument|none), BENCH_PROFILE_SECONDS (8),
+BENCH_CLIENT_CHECK (1), BENCH_KEEP (0: keep the temp dir with server logs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import profile, report
+from bench.load import LoadResult, run_load
+from bench.scenarios import CEILING, Scenario, build
+from bench.seed import SeedInfo, seed
+from bench.server import (
+    HOST,
+    ManagedProcess,
+    ServerProcess,
+    StoreProcess,
+    free_port,
+    tree_cpu_seconds,
+)
+
+RESULTS = Path(__file__).resolve().parent / "results"
+# Scenarios profiled in an extra phase (profile-NAME.txt).
+PROFILED = ("read", "search100", "create")
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def _env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+@dataclass(frozen=True)
+class Config:
+    """Benchmark settings, read from BENCH_* environment variables."""
+
+    clients: int = 16
+    seconds: float = 10.0
+    warmup: float = 2.0
+    engine: str = "raw"
+    patients: int = 2000
+    slots: int = 2000
+    separate_store: bool = True
+    profiler: str = "auto"
+    profile_seconds: float = 8.0
+    client_check: bool = True
+    keep: bool = False
+
+    @classmethod
+    def from_env(cls) -> Config:
+        """The configuration from the environment (defaults above)."""
+        return cls(
+            clients=max(1, _env_int("BENCH_CLIENTS", 16)),
+            seconds=max(1.0, _env_float("BENCH_SECONDS", 10.0)),
+            warmup=max(0.0, _env_float("BENCH_WARMUP", 2.0)),
+            engine=os.environ.get("BENCH_ENGINE", "raw"),
+            patients=max(1, _env_int("BENCH_PATIENTS", 2000)),
+            slots=max(1, _env_int("BENCH_SLOTS", 2000)),
+            separate_store=os.environ.get("BENCH_SEPARATE_STORE", "1") != "0",
+            profiler=os.environ.get("BENCH_PROFILE", "auto"),
+            profile_seconds=max(1.0, _env_float("BENCH_PROFILE_SECONDS", 8.0)),
+            client_check=os.environ.get("BENCH_CLIENT_CHECK", "1") != "0",
+            keep=os.environ.get("BENCH_KEEP", "0") == "1",
+        )
+
+    def resolved_profiler(self) -> str:
+        """py-spy when available (auto), else pyinstrument; or as configured."""
+        if self.profiler == "auto":
+            return "py-spy" if profile.py_spy_path() else "pyinstrument"
+        return self.profiler
+
+
+def log(message: str) -> None:
+    """Progress on stderr, with a timestamp."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def measure(cfg: Config, base: str, scenario: Scenario,
+            probe: Callable[[], dict[str, float]] | None, seconds: float | None = None,
+            engine: str | None = None) -> LoadResult:
+    """Run one scenario and log its headline figures."""
+    result = asyncio.run(run_load(
+        base, scenario.name, scenario.make, clients=cfg.clients,
+        seconds=seconds or cfg.seconds, warmup=cfg.warmup, engine=engine or cfg.engine,
+        cpu_probe=probe,
+    ))
+    log(f"  {scenario.name:<18} {result.throughput:8.0f} req/s  p50 {result.p50_ms:.1f} ms"
+        f"  p99 {result.p99_ms:.1f} ms  errors {result.errors}")
+    return result
+
+
+def cpu_probe(processes: dict[str, int]) -> Callable[[], dict[str, float]]:
+    """CPU seconds of each named process tree."""
+    return lambda: {name: tree_cpu_seconds(pid) for name, pid in processes.items()}
+
+
+@contextlib.contextmanager
+def running(server: ServerProcess, store: StoreProcess | None = None) -> Iterator[None]:
+    """Start the store (if any) and the server; always stop both."""
+    try:
+        if store is not None:
+            store.start()
+            server.mongodb_uri = store.uri
+        server.start()
+        yield
+    finally:
+        server.stop()
+        if store is not None:
+            store.stop()
+
+
+def client_capacity(cfg: Config, work: Path) -> dict[str, Any]:
+    """What the load generator can do alone: each engine against a trivial responder."""
+    port = free_port()
+    stub = ManagedProcess("stub", [sys.executable, "-m", "bench.stub", "--port", str(port),
+                                   "--lifetime", "300"], work / "stub.log")
+    stub.spawn()
+    out: dict[str, Any] = {}
+    try:
+        for _ in range(50):
+            stub.check_alive()
+            with contextlib.suppress(OSError):
+                import socket
+
+                socket.create_connection((HOST, port), 0.5).close()
+                break
+            time.sleep(0.1)
+        noop = build(SeedInfo(patient_ids=["x"]))[CEILING]
+        probe = cpu_probe({"stub": stub.pid})
+        for engine in ("raw", "httpx"):
+            res = measure(cfg, f"http://{HOST}:{port}/fhir", noop, probe,
+                          seconds=min(5.0, cfg.seconds), engine=engine)
+            out[engine] = {"throughput": res.throughput, "client_cpu_pct": res.client_cpu_pct,
+                           "stub_cpu_pct": res.server_cpu_pct.get("stub"),
+                           "p50_ms": res.p50_ms, "p99_ms": res.p99_ms}
+    finally:
+        stub.stop()
+    return out
+
+
+def run_mode(cfg: Config, work: Path, mode: str, names: list[str],
+             profile_with_py_spy: bool) -> dict[str, Any]:
+    """Start a server (store in process or separate), seed, measure `names`."""
+    store = StoreProcess(work / f"{mode}-store", work / f"{mode}-store.log") \
+        if mode == "separate_store" else None
+    server = ServerProcess(work / f"{mode}-data", work / f"{mode}-server.log")
+    out: dict[str, Any] = {"scenarios": {}}
+    with running(server, store):
+        procs = {"fhirserver": server.pid}
+        if store is not None and store.process is not None:
+            procs["secantusd"] = store.process.pid
+        log(f"{mode}: server on {server.base}, seeding {cfg.patients} patients, "
+            f"{cfg.slots} slots")
+        info = seed(server.base, cfg.patients, cfg.slots)
+        out["seed"] = {"patients": len(info.patient_ids), "slots": info.slot_count,
+                       "seconds": info.seconds}
+        log(f"{mode}: seeded in {info.seconds}s")
+        scenarios = build(info)
+        probe = cpu_probe(procs)
+        for name in names:
+            out["scenarios"][name] = measure(cfg, server.base, scenarios[name], probe).as_dict()
+        if profile_with_py_spy:
+            out["profiles"] = {name: py_spy_phase(cfg, server, scenarios[name], probe, work)
+                               for name in PROFILED}
+    return out
+
+
+def py_spy_phase(cfg: Config, server: ServerProcess, scenario: Scenario,
+                 probe: Callable[[], dict[str, float]], work: Path) -> dict[str, Any]:
+    """One extra phase of `scenario` with py-spy attached to the server."""
+    raw = work / f"profile-{scenario.name}.raw"
+    spy = profile.start_py_spy(server.pid, cfg.warmup + cfg.profile_seconds, raw,
+                               work / "py-spy.log")
+    try:
+        result = measure(cfg, server.base, scenario, probe, seconds=cfg.profile_seconds)
+        spy.wait(timeout=cfg.profile_seconds + 60)
+    finally:
+        if spy.poll() is None:
+            spy.terminate()
+            spy.wait(timeout=10)
+    text = raw.read_text() if raw.exists() else ""
+    return write_profile(scenario.name, result, profile.summarise_folded(
+        text, f"py-spy profile of the server during '{scenario.label}' "
+              f"({cfg.clients} clients, {cfg.profile_seconds:.0f}s)"), raw)
+
+
+def write_profile(name: str, result: LoadResult, summary: str,
+                  raw: Path | None = None) -> dict[str, Any]:
+    """Write bench/results/profile-NAME.txt (and the raw stacks); return the run's figures."""
+    head = (f"throughput under the profiler: {result.throughput:.0f} req/s, "
+            f"p50 {result.p50_ms} ms, p99 {result.p99_ms} ms\n\n")
+    (RESULTS / f"profile-{name}.txt").write_text(head + summary)
+    if raw is not None and raw.exists():
+        with raw.open("rb") as src, gzip.open(RESULTS / f"profile-{name}.folded.gz", "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    return {"throughput": result.throughput, "p50_ms": result.p50_ms,
+            "p99_ms": result.p99_ms, "file": f"bench/results/profile-{name}.txt"}
+
+
+def pyinstrument_phases(cfg: Config, work: Path) -> dict[str, Any]:
+    """Fallback profiler: a fresh server under pyinstrument per scenario (main thread only)."""
+    out: dict[str, Any] = {}
+    for name in PROFILED:
+        text_out = work / f"pyinstrument-{name}.txt"
+        server = ServerProcess(work / f"pyi-{name}-data", work / f"pyi-{name}.log",
+                               wrapper=profile.pyinstrument_wrapper(text_out))
+        with running(server):
+            info = seed(server.base, min(cfg.patients, 500), min(cfg.slots, 500))
+            scenario = build(info)[name]
+            result = measure(cfg, server.base, scenario, None, seconds=cfg.profile_seconds)
+        summary = text_out.read_text() if text_out.exists() else "pyinstrument wrote nothing\n"
+        out[name] = write_profile(name, result, "pyinstrument profile (main thread)\n\n"
+                                  + "\n".join(summary.splitlines()[:150]) + "\n")
+    return out
+
+
+def main() -> int:
+    """Run the whole benchmark; returns 0 even when targets are missed."""
+    cfg = Config.from_env()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="fhirbench-"))
+    started = time.perf_counter()
+    profiler = cfg.resolved_profiler()
+    log(f"config {asdict(cfg)}; profiler {profiler}; work dir {work}")
+    payload: dict[str, Any] = {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": report.machine_info(),
+        "config": {**asdict(cfg), "profiler": profiler},
+    }
+    modes: dict[str, dict[str, Any]] = {}
+    try:
+        if cfg.client_check:
+            log("client capacity (load generator against a trivial responder)")
+            payload["client_capacity"] = client_capacity(cfg, work)
+        all_names = [CEILING, "read", "search100", "search100_nototal", "create"]
+        modes["in_process"] = run_mode(cfg, work, "in_process", all_names,
+                                       profile_with_py_spy=profiler == "py-spy")
+        if cfg.separate_store:
+            modes["separate_store"] = run_mode(cfg, work, "separate_store", all_names[1:],
+                                               profile_with_py_spy=False)
+        if profiler == "pyinstrument":
+            modes["in_process"]["profiles"] = pyinstrument_phases(cfg, work)
+    finally:
+        if cfg.keep:
+            log(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    ceiling = report.ceiling_of(modes)
+    for data in modes.values():
+        data["targets"] = report.judge(data["scenarios"], ceiling)
+    if "separate_store" in modes:
+        payload["separate_vs_in_process"] = {
+            name: round(r["throughput"] / base["throughput"], 2)
+            for name, r in modes["separate_store"]["scenarios"].items()
+            if (base := modes["in_process"]["scenarios"].get(name)) and base["throughput"]
+        }
+    payload["ceiling_rps"] = ceiling
+    payload["modes"] = modes
+    payload["total_seconds"] = round(time.perf_counter() - started, 1)
+    report.write_json(RESULTS / "core.json", payload)
+    report.plot(RESULTS / "core.png", modes, ceiling)
+    print(report.format_table(modes, ceiling))
+    if "client_capacity" in payload:
+        cap = payload["client_capacity"]
+        print("\nload generator alone (against a trivial responder): " + ", ".join(
+            f"{k} {v['throughput']:.0f} req/s at {v['client_cpu_pct']:.0f}% CPU"
+            for k, v in cap.items()))
+    if "separate_vs_in_process" in payload:
+        print("separate store / in-process throughput: " + ", ".join(
+            f"{k} x{v}" for k, v in payload["separate_vs_in_process"].items()))
+    print(f"\nwrote {RESULTS / 'core.json'}, {RESULTS / 'core.png'} "
+          f"in {payload['total_seconds']}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The benchmark scenarios and the targets they are judged against (from the issue)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from bench.load import Request, RequestFactory
+from bench.seed import SeedInfo, patient
+
+CEILING = "ceiling"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A named request mix: `make(rng)` builds the next request (path relative to /fhir)."""
+
+    name: str
+    label: str
+    make: RequestFactory
+    needs_store: bool = True
+
+
+@dataclass(frozen=True)
+class Target:
+    """A throughput target: absolute (req/s) or relative to the ceiling (ratio)."""
+
+    scenario: str
+    description: str
+    min_rps: float | None = None
+    min_ratio: float | None = None
+
+    def judge(self, throughput: float, ceiling: float | None) -> dict[str, Any]:
+        """Pass/miss for a measured throughput (never raises: a bench does not fail)."""
+        if self.min_ratio is not None:
+            ratio = throughput / ceiling if ceiling else 0.0
+            ok = ratio >= self.min_ratio
+            return {"target": self.description, "measured": f"{ratio:.0%} of ceiling",
+                    "pass": ok}
+        assert self.min_rps is not None
+        return {"target": self.description, "measured": f"{throughput:.0f}/s",
+                "pass": throughput >= self.min_rps}
+
+
+TARGETS = (
+    Target("read", "read by id >= 40% of the ceiling", min_ratio=0.40),
+    Target("search100", "100-Slot search page >= 300/s", min_rps=300),
+    Target("create", "create >= 500/s", min_rps=500),
+)
+
+_CREATE_BODY = orjson.dumps(patient(7))
+
+
+def build(info: SeedInfo) -> dict[str, Scenario]:
+    """The scenarios over a seeded data set, in the order they run."""
+    ids = info.patient_ids
+    search = f"/Slot?schedule=Schedule/{info.schedule_id}&_count=100"
+
+    def noop(_: random.Random) -> Request:
+        return Request("GET", "/_noop")
+
+    def read(rng: random.Random) -> Request:
+        return Request("GET", f"/Patient/{ids[rng.randrange(len(ids))]}")
+
+    def search100(_: random.Random) -> Request:
+        return Request("GET", search)
+
+    def search100_nototal(_: random.Random) -> Request:
+        return Request("GET", search + "&total=none")
+
+    def create(_: random.Random) -> Request:
+        return Request("POST", "/Patient", _CREATE_BODY)
+
+    scenarios = [
+        Scenario(CEILING, "GET /_noop (ceiling)", noop, needs_store=False),
+        Scenario("read", "GET /Patient/{id}", read),
+        Scenario("search100", "GET /Slot?schedule=..&_count=100", search100),
+        Scenario("search100_nototal", "same, &total=none", search100_nototal),
+        Scenario("create", "POST /Patient", create),
+    ]
+    return {s.name: s for s in scenarios}

@@ -1,0 +1,56 @@
+"""Scheduling operation routes: Appointment/$find, $hold, $book."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from fhirserver.api.negotiation import check_format, read_body
+from fhirserver.api.responses import fhir_response
+from fhirserver.context import AppContext
+from fhirserver.fhir.operations import get_operation, parse_parameters, parse_query
+
+router = APIRouter()
+
+
+async def _inputs(request: Request, ctx: AppContext, code: str) -> dict[str, list[Any]]:
+    op = get_operation(code)
+    if request.method == "GET":
+        return parse_query(op, parse_qsl(request.url.query, keep_blank_values=True))
+    return parse_parameters(op, await read_body(request, ctx.settings.max_body_bytes))
+
+
+def _ctx(request: Request, interaction: str) -> AppContext:
+    request.state.interaction = interaction
+    request.state.resource_type = "Appointment"
+    check_format(request)
+    ctx: AppContext = request.app.state.ctx
+    return ctx
+
+
+@router.api_route("/Appointment/$find", methods=["GET", "POST"], summary="$find")
+async def find(request: Request) -> Response:
+    """Proposed Appointments for bookable time, earliest first across providers."""
+    ctx = _ctx(request, "operation-find")
+    return fhir_response(await ctx.scheduling.find(await _inputs(request, ctx, "find")))
+
+
+@router.post("/Appointment/$hold", summary="$hold")
+async def hold(request: Request) -> Response:
+    """Hold a proposed appointment for a bounded time (Expires header)."""
+    ctx = _ctx(request, "operation-hold")
+    result = await ctx.scheduling.hold(await _inputs(request, ctx, "hold"))
+    return fhir_response(result.body, result.status, result.headers)
+
+
+@router.post("/Appointment/$book", summary="$book")
+async def book(request: Request) -> Response:
+    """Book a proposed or held appointment; idempotent under Idempotency-Key."""
+    ctx = _ctx(request, "operation-book")
+    values = await _inputs(request, ctx, "book")
+    raw = getattr(request.state, "raw_body", b"")
+    result = await ctx.scheduling.book(values, request.headers.get("idempotency-key"), raw)
+    return fhir_response(result.body, result.status, result.headers)

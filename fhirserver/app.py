@@ -1,0 +1,71 @@
+"""The ASGI application: routers, error handlers, middleware, lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+
+from fhirserver import __version__
+from fhirserver.api import health, metadata, routes, scheduling
+from fhirserver.api.errors import install_error_handlers
+from fhirserver.api.observability import ObservabilityMiddleware
+from fhirserver.config import Settings
+from fhirserver.context import AppContext
+from fhirserver.scheduling.clock import Clock
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
+    """Build the application; the database connects when the lifespan starts.
+
+    `clock` lets tests move time (hold expiry, notice windows) instead of sleeping.
+    """
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ctx = await AppContext.start(settings, clock)
+        app.state.ctx = ctx
+        try:
+            if settings.demo:
+                from fhirserver.demo.loader import load_demo_once
+
+                await load_demo_once(ctx)
+            log.info("fhirserver ready at %s", settings.base_url())
+            yield
+        finally:
+            await ctx.stop()
+
+    app = FastAPI(
+        title="fhirserver",
+        version=__version__,
+        description="FHIR R4 appointment scheduling server",
+        lifespan=lifespan,
+        docs_url=f"{settings.base_path}/docs",
+        openapi_url=f"{settings.base_path}/openapi.json",
+        redoc_url=None,
+    )
+    fhir = APIRouter(prefix=settings.base_path)
+    # Fixed paths first: /metadata, /health must not be taken for a resource type.
+    fhir.include_router(metadata.router)
+    fhir.include_router(health.router)
+    if settings.bench_endpoints:
+        fhir.include_router(health.noop_router)
+    fhir.include_router(scheduling.router)
+    fhir.include_router(routes.router)
+    app.include_router(fhir)
+    # The base itself takes transaction/batch Bundles (a router cannot own an empty path).
+    app.add_api_route(
+        settings.base_path, routes.transaction, methods=["POST"], summary="transaction / batch"
+    )
+    app.add_api_route(
+        f"{settings.base_path}/", routes.transaction, methods=["POST"], include_in_schema=False
+    )
+    app.include_router(health.metrics_router)
+    install_error_handlers(app)
+    app.add_middleware(ObservabilityMiddleware)
+    return app

@@ -1,0 +1,41 @@
+"""Settings: one typed object built once at start-up from the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Server settings. `MONGODB_URI`/`REDIS_URL` unset selects the embedded servers."""
+
+    model_config = SettingsConfigDict(env_prefix="FHIRSERVER_", extra="ignore")
+
+    mongodb_uri: str | None = Field(default=None, validation_alias="MONGODB_URI")
+    redis_url: str | None = Field(default=None, validation_alias="REDIS_URL")
+    db_name: str = "fhirserver"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path("./data")
+    base_path: str = "/fhir"
+    public_base_url: str | None = None
+    demo: bool = True
+    max_body_bytes: int = 2 * 1024 * 1024
+    default_page_size: int = 20
+    max_page_size: int = 1000
+    max_include: int = 1000
+    max_chain_ids: int = 5000
+    log_level: str = "INFO"
+    # Claims granule: every booked minute is claimed in granules of this size (docs/scheduling.md).
+    claim_granule_minutes: int = 5
+    embedded_cache_size: str = "1G"
+    # Mounts GET /fhir/_noop: the same stack answering with constant bytes (bench ceiling).
+    bench_endpoints: bool = False
+
+    def base_url(self) -> str:
+        """The absolute FHIR base URL used in fullUrl, Location headers and links."""
+        if self.public_base_url:
+            return self.public_base_url.rstrip("/")
+        return f"http://{self.host}:{self.port}{self.base_path}"

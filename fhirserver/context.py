@@ -1,0 +1,125 @@
+"""The running server's parts, built once in the lifespan and shared by handlers."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from fhirserver.config import Settings
+from fhirserver.fhir.indexing import extract_index
+from fhirserver.fhir.searching import Searcher, SearchLimits
+from fhirserver.fhir.searchparams import SEARCH_PARAMS
+from fhirserver.fhir.service import FhirService
+from fhirserver.scheduling.availability import Interval
+from fhirserver.scheduling.booking import BookingGuard
+from fhirserver.scheduling.clock import Clock, SystemClock
+from fhirserver.scheduling.finder import Finder
+from fhirserver.scheduling.operations import SchedulingOperations
+from fhirserver.scheduling.repository import SchedulingRepository
+from fhirserver.scheduling.slots import GeneratedSlots
+from fhirserver.storage.claims import ClaimsRepository
+from fhirserver.storage.embedded import EmbeddedServers
+from fhirserver.storage.idempotency import IdempotencyStore
+from fhirserver.storage.migrations import apply_migrations
+from fhirserver.storage.mongo import Mongo
+from fhirserver.storage.resources import ResourceStore
+
+log = logging.getLogger(__name__)
+
+
+def full_indexer(resource: Any) -> tuple[dict[str, list[Any]], dict[str, str]]:
+    """Extract search values; every sortable param gets a sort key ("" when absent).
+
+    Keyset paging compares sort keys; a key that is missing on some documents would
+    sort apart from "" and make pages skip or repeat.
+    """
+    idx, srt = extract_index(resource)
+    for name in SEARCH_PARAMS.get(resource["resourceType"], {}):
+        srt.setdefault(name, "")
+    return idx, srt
+
+
+@dataclass
+class AppContext:
+    """Everything a request handler may need."""
+
+    settings: Settings
+    mongo: Mongo
+    redis: aioredis.Redis
+    store: ResourceStore
+    service: FhirService
+    searcher: Searcher
+    claims: ClaimsRepository
+    scheduling: SchedulingOperations
+    generated_slots: GeneratedSlots
+    clock: Clock
+    embedded: EmbeddedServers | None = None
+
+    @classmethod
+    async def start(cls, settings: Settings, clock: Clock | None = None) -> AppContext:
+        """Start embedded servers if needed, connect, migrate, wire the domain."""
+        clock = clock or SystemClock()
+        embedded: EmbeddedServers | None = None
+        mongo_uri, redis_url = settings.mongodb_uri, settings.redis_url
+        if mongo_uri is None or redis_url is None:
+            embedded = EmbeddedServers(
+                settings.data_dir,
+                with_mongo=mongo_uri is None,
+                with_redis=redis_url is None,
+                cache_size=settings.embedded_cache_size,
+            )
+            embedded.start()
+            mongo_uri = mongo_uri or embedded.mongodb_uri
+            redis_url = redis_url or embedded.redis_url
+        assert mongo_uri and redis_url
+        mongo = Mongo(mongo_uri, settings.db_name)
+        await apply_migrations(mongo.db)
+        redis = aioredis.Redis.from_url(redis_url)
+        store = ResourceStore(mongo.db, full_indexer)
+        service = FhirService(mongo, store)
+        claims = ClaimsRepository(mongo.db)
+        granule = settings.claim_granule_minutes
+        # Every Appointment write passes the claims guard inside its own transaction.
+        guard = BookingGuard(store, claims, clock, granule_minutes=granule)
+        service.add_write_hook(guard.on_write)
+        searcher = Searcher(
+            store,
+            SearchLimits(
+                default_count=settings.default_page_size,
+                max_count=settings.max_page_size,
+                max_include=settings.max_include,
+                max_chain_ids=settings.max_chain_ids,
+            ),
+        )
+
+        async def busy(resources: list[str], window: Interval) -> list[Interval]:
+            spans = await claims.busy(
+                resources,
+                window.start,
+                window.end,
+                now=clock.now(),
+                granule=timedelta(minutes=granule),
+            )
+            return [Interval(s, e) for s, e in spans]
+
+        repo = SchedulingRepository(store, searcher)
+        finder = Finder(repo, busy)
+        generated = GeneratedSlots(repo, claims, busy, granule)
+        scheduling = SchedulingOperations(
+            service, finder, IdempotencyStore(mongo.db), clock, settings.base_url()
+        )
+        return cls(
+            settings, mongo, redis, store, service, searcher, claims, scheduling, generated,
+            clock, embedded,
+        )
+
+    async def stop(self) -> None:
+        """Close connections, then stop embedded servers (flushing data)."""
+        await self.redis.aclose()
+        await self.mongo.close()
+        if self.embedded is not None:
+            self.embedded.stop()

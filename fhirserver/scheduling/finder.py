@@ -1,0 +1,248 @@
+"""$find: bookable time across every matching provider, earliest first.
+
+The naive, always-correct path: select candidate Schedules with FHIR searches, expand
+each Schedule's rules for the window, subtract live claims, rank. The claims index is
+read fresh, so held or booked time is never offered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from fhirserver.scheduling.availability import Candidate, Interval, bookable_slots, render_local
+from fhirserver.scheduling.criteria import VISIT_TYPE_SYSTEM, FindCriteria
+from fhirserver.scheduling.repository import SchedulingRepository
+
+Json = dict[str, Any]
+BusyLookup = Callable[[list[str], Interval], Awaitable[list[Interval]]]
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """One bookable time, with the Schedule it comes from and its claimed actors."""
+
+    candidate: Candidate
+    schedule: Json
+    actors: tuple[str, ...]  # references the booking would claim
+    established: bool  # the patient's own provider
+
+
+def _refs(schedule: Json) -> list[str]:
+    return [str(a.get("reference", "")) for a in schedule.get("actor", []) if a.get("reference")]
+
+
+def _rule_locations(schedule: Json) -> set[str]:
+    out: set[str] = set()
+    for ext in schedule.get("extension", []):
+        for sub in ext.get("extension", []):
+            if sub.get("url") == "location" and "valueReference" in sub:
+                out.add(str(sub["valueReference"].get("reference", "")).split("/")[-1])
+    return out
+
+
+class Finder:
+    """Computes proposals for $find and first-available booking."""
+
+    def __init__(self, repo: SchedulingRepository, busy: BusyLookup) -> None:
+        self.repo = repo
+        self.busy = busy
+
+    async def _practitioner_filter(self, c: FindCriteria) -> set[str] | None:
+        """Practitioner ids allowed by the criteria (None: no practitioner constraint)."""
+        allowed: set[str] | None = set(c.practitioners) if c.practitioners else None
+
+        def narrow(ids: set[str]) -> None:
+            nonlocal allowed
+            allowed = ids if allowed is None else allowed & ids
+
+        if c.languages:
+            narrow(
+                await self.repo.search_ids(
+                    "Practitioner", [("communication", ",".join(c.languages))]
+                )
+            )
+        role_params: list[tuple[str, str]] = []
+        if c.specialties:
+            role_params.append(("specialty", ",".join(c.specialties)))
+        if c.organizations:
+            role_params.append(
+                ("organization", ",".join(f"Organization/{o}" for o in c.organizations))
+            )
+        if role_params:
+            roles = await self.repo.search("PractitionerRole", role_params)
+            narrow(
+                {
+                    str(r["practitioner"]["reference"]).split("/")[-1]
+                    for r in roles
+                    if r.get("practitioner")
+                }
+            )
+        return allowed
+
+    async def _location_filter(self, c: FindCriteria) -> set[str] | None:
+        """Location ids (hospitals and their rooms) allowed (None: anywhere)."""
+        allowed: set[str] | None = None
+
+        def narrow(ids: set[str]) -> None:
+            nonlocal allowed
+            allowed = ids if allowed is None else allowed & ids
+
+        if c.locations:
+            narrow(set(c.locations))
+        if c.location_strings:
+            found: set[str] = set()
+            for text in c.location_strings:
+                found |= await self.repo.search_ids("Location", [("address:contains", text)])
+            narrow(found)
+        if c.near is not None:
+            lat, lng, km = c.near
+            narrow(await self.repo.search_ids("Location", [("near", f"{lat}|{lng}|{km}|km")]))
+        if allowed is None:
+            return None
+        rooms = (
+            await self.repo.search_ids(
+                "Location", [("partof", ",".join(f"Location/{i}" for i in sorted(allowed)))]
+            )
+            if allowed
+            else set()
+        )
+        return allowed | rooms
+
+    async def schedules(self, c: FindCriteria) -> list[Json]:
+        """Active Schedules that can serve the criteria."""
+        params: list[tuple[str, str]] = [("active:not", "false")]
+        if c.visit_types:
+            params.append(("service-type", ",".join(c.visit_types)))
+        schedules = await self.repo.search("Schedule", params)
+        practitioners = await self._practitioner_filter(c)
+        if practitioners is not None:
+            roles = (
+                await self.repo.search(
+                    "PractitionerRole",
+                    [
+                        (
+                            "practitioner",
+                            ",".join(f"Practitioner/{p}" for p in sorted(practitioners)),
+                        )
+                    ],
+                )
+                if practitioners
+                else []
+            )
+            ok = {f"Practitioner/{p}" for p in practitioners} | {
+                f"PractitionerRole/{r['id']}" for r in roles
+            }
+            schedules = [s for s in schedules if ok & set(_refs(s))]
+        return schedules
+
+    async def proposals(self, c: FindCriteria, now: datetime, limit: int) -> list[Proposal]:
+        """Up to `limit` proposals: the patient's established provider first, then by start."""
+        schedules = await self.schedules(c)
+        if not schedules:
+            return []
+        allowed_locations = await self._location_filter(c)
+        established = await self._established(c.patient)
+        window = Interval(max(c.start, now), c.end)
+        if window.end <= window.start:
+            return []
+        role_ids = {
+            r.split("/")[1]
+            for s in schedules
+            for r in _refs(s)
+            if r.startswith("PractitionerRole/")
+        }
+        roles = await self.repo.by_ids("PractitionerRole", role_ids)
+        loc_ids = {
+            r.split("/")[1] for s in schedules for r in _refs(s) if r.startswith("Location/")
+        } | {i for s in schedules for i in _rule_locations(s)}
+        locations = await self.repo.locations_with_ancestors(loc_ids)
+        slots = await self.repo.explicit_slots(
+            [s["id"] for s in schedules], window.start, window.end
+        )
+        out: list[Proposal] = []
+        for schedule in schedules:
+            actors = claimed_actors(schedule, roles)
+            busy = await self.busy(list(actors), window)
+            candidates = bookable_slots(
+                schedule,
+                window=window,
+                now=now,
+                locations=locations,
+                explicit_slots=slots.get(schedule["id"], []),
+                busy=busy,
+                visit_types=c.visit_types or None,
+            )
+            mine = bool(established & set(actors)) or bool(established & set(_refs(schedule)))
+            for cand in candidates:
+                if allowed_locations is not None and not _location_ok(
+                    cand, schedule, allowed_locations
+                ):
+                    continue
+                out.append(Proposal(cand, schedule, actors, mine))
+        out.sort(key=lambda p: (not p.established, p.candidate.start, p.candidate.schedule_id))
+        return out[:limit]
+
+    async def _established(self, patient_id: str | None) -> set[str]:
+        if not patient_id:
+            return set()
+        patient = await self.repo.read("Patient", patient_id)
+        if patient is None:
+            return set()
+        return {str(gp.get("reference", "")) for gp in patient.get("generalPractitioner", [])}
+
+
+def claimed_actors(schedule: Json, roles: dict[str, Json]) -> tuple[str, ...]:
+    """References a booking on this Schedule claims (a PractitionerRole claims its
+    practitioner), in a stable order."""
+    out: list[str] = []
+    for ref in _refs(schedule):
+        rtype, _, rid = ref.partition("/")
+        if rtype == "PractitionerRole":
+            role = roles.get(rid)
+            if role and role.get("practitioner", {}).get("reference"):
+                out.append(str(role["practitioner"]["reference"]))
+        elif rtype in ("Practitioner", "Location", "Device"):
+            out.append(ref)
+    return tuple(dict.fromkeys(out))
+
+
+def _location_ok(cand: Candidate, schedule: Json, allowed: set[str]) -> bool:
+    if cand.location_id is not None:
+        return cand.location_id in allowed
+    return any(r.split("/")[1] in allowed for r in _refs(schedule) if r.startswith("Location/"))
+
+
+def proposed_appointment(p: Proposal, patient_id: str | None, reasons: Sequence[str]) -> Json:
+    """The proposed Appointment for one proposal (times in the location's local offset)."""
+    cand = p.candidate
+    participants: list[Json] = [
+        {"actor": {"reference": ref}, "required": "required", "status": "needs-action"}
+        for ref in p.actors
+    ]
+    if patient_id:
+        participants.append(
+            {
+                "actor": {"reference": f"Patient/{patient_id}"},
+                "required": "required",
+                "status": "needs-action",
+            }
+        )
+    appt: Json = {
+        "resourceType": "Appointment",
+        "id": cand.slot_id,
+        "status": "proposed",
+        "serviceType": [{"coding": [{"system": VISIT_TYPE_SYSTEM, "code": cand.visit_type}]}],
+        "start": render_local(cand.start, cand.tz),
+        "end": render_local(cand.end, cand.tz),
+        "minutesDuration": int((cand.end - cand.start).total_seconds() // 60),
+        "slot": [{"reference": f"Slot/{cand.slot_id}"}],
+        "participant": participants,
+    }
+    if p.schedule.get("specialty"):
+        appt["specialty"] = p.schedule["specialty"]
+    if reasons:
+        appt["reasonCode"] = [{"text": r} for r in reasons]
+    return appt

@@ -1,0 +1,377 @@
+"""Versioned resource storage: current collection per type, one history collection.
+
+Each current resource is one document (see docs/search-index.md): the served JSON
+bytes, the version, lastUpdated and the extracted search values. Every write runs
+inside a MongoDB transaction given by the caller's session, so a FHIR transaction
+Bundle, a booking and its claims, and the outbox event commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from pymongo import DESCENDING
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from fhirserver.fhir.errors import Conflict, Gone, NotFound, PreconditionFailed
+
+Doc = dict[str, Any]
+Indexer = Callable[[Mapping[str, Any]], tuple[dict[str, list[Any]], dict[str, str]]]
+
+HISTORY = "history"
+CONDITIONAL_KEYS = "conditional_keys"
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One stored version of a resource, as served."""
+
+    resource_type: str
+    id: str
+    version: int
+    last_updated: datetime
+    raw: bytes | None  # None for a deletion tombstone
+    method: str = "PUT"
+
+    @property
+    def deleted(self) -> bool:
+        """True when this version is a deletion tombstone."""
+        return self.raw is None
+
+    def etag(self) -> str:
+        """The weak ETag of this version."""
+        return f'W/"{self.version}"'
+
+
+def new_id() -> str:
+    """A fresh server-assigned logical id."""
+    return str(uuid.uuid4())
+
+
+def format_instant(ts: datetime) -> str:
+    """FHIR instant with millisecond precision in UTC (`2026-11-23T14:15:46.123Z`)."""
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+
+
+def now_utc() -> datetime:
+    """Now, truncated to milliseconds (what BSON dates hold)."""
+    ts = datetime.now(UTC)
+    return ts.replace(microsecond=(ts.microsecond // 1000) * 1000)
+
+
+def _with_meta(resource: Mapping[str, Any], rid: str, version: int, lu: datetime) -> Doc:
+    body = dict(resource)
+    meta = dict(body.get("meta") or {})
+    meta["versionId"] = str(version)
+    meta["lastUpdated"] = format_instant(lu)
+    # resourceType, id, meta first: what clients expect to see at the top.
+    ordered: Doc = {"resourceType": body.pop("resourceType"), "id": rid, "meta": meta}
+    body.pop("id", None)
+    body.pop("meta", None)
+    ordered.update(body)
+    return ordered
+
+
+def _stored(resource_type: str, doc: Mapping[str, Any]) -> Stored:
+    return Stored(
+        resource_type=resource_type,
+        id=doc.get("rid", doc["_id"]),
+        version=int(doc["v"]),
+        last_updated=doc["lu"],
+        raw=doc.get("raw"),
+        method=doc.get("m", "PUT"),
+    )
+
+
+class ResourceStore:
+    """All database access for FHIR resources (current versions, history, conditional keys)."""
+
+    def __init__(self, db: AsyncDatabase[Doc], indexer: Indexer) -> None:
+        self.db = db
+        self.indexer = indexer
+
+    # ---- reads -------------------------------------------------------------
+
+    async def read(
+        self, resource_type: str, rid: str, session: AsyncClientSession | None = None
+    ) -> Stored:
+        """The current version; NotFound if never existed, Gone if deleted."""
+        doc = await self.db[resource_type].find_one(
+            {"_id": rid}, {"raw": 1, "v": 1, "lu": 1}, session=session
+        )
+        if doc is not None:
+            return _stored(resource_type, doc)
+        last = await self.last_version(resource_type, rid, session)
+        if last is not None and last.deleted:
+            raise Gone(f"{resource_type}/{rid} was deleted")
+        raise NotFound(f"{resource_type}/{rid} is not known")
+
+    async def read_doc(
+        self, resource_type: str, rid: str, session: AsyncClientSession | None = None
+    ) -> Doc | None:
+        """The full stored document (with idx), or None."""
+        return await self.db[resource_type].find_one({"_id": rid}, session=session)
+
+    async def last_version(
+        self, resource_type: str, rid: str, session: AsyncClientSession | None = None
+    ) -> Stored | None:
+        """The newest history entry (possibly a tombstone), or None."""
+        doc = await self.db[HISTORY].find_one(
+            {"t": resource_type, "rid": rid}, sort=[("v", DESCENDING)], session=session
+        )
+        return _stored(resource_type, doc) if doc else None
+
+    async def vread(self, resource_type: str, rid: str, version: int) -> Stored:
+        """One version from history; Gone for a deletion tombstone."""
+        doc = await self.db[HISTORY].find_one({"_id": f"{resource_type}/{rid}/{version}"})
+        if doc is None:
+            if await self.last_version(resource_type, rid) is None:
+                raise NotFound(f"{resource_type}/{rid} is not known")
+            raise NotFound(f"{resource_type}/{rid} has no version {version}")
+        stored = _stored(resource_type, doc)
+        if stored.deleted:
+            raise Gone(f"{resource_type}/{rid} version {version} is a deletion")
+        return stored
+
+    async def history(
+        self,
+        resource_type: str | None,
+        rid: str | None,
+        *,
+        since: datetime | None,
+        at: datetime | None,
+        limit: int,
+        before: tuple[datetime, str] | None = None,
+    ) -> list[Stored]:
+        """History entries newest first; `before` is the (lu, _id) keyset cursor."""
+        query: Doc = {}
+        if resource_type:
+            query["t"] = resource_type
+        if rid:
+            query["rid"] = rid
+        lu_cond: Doc = {}
+        if since:
+            lu_cond["$gte"] = since
+        if at:
+            lu_cond["$lte"] = at
+        if lu_cond:
+            query["lu"] = lu_cond
+        if before:
+            query = {
+                "$and": [
+                    query,
+                    {
+                        "$or": [
+                            {"lu": {"$lt": before[0]}},
+                            {"lu": before[0], "_id": {"$lt": before[1]}},
+                        ]
+                    },
+                ]
+            }
+        cursor = (
+            self.db[HISTORY]
+            .find(query)
+            .sort([("lu", DESCENDING), ("_id", DESCENDING)])
+            .limit(limit)
+        )
+        return [_stored(d["t"], d) async for d in cursor]
+
+    async def find(
+        self,
+        resource_type: str,
+        query: Mapping[str, Any],
+        *,
+        sort: list[tuple[str, int]] | None = None,
+        limit: int = 0,
+        projection: Mapping[str, Any] | None = None,
+        session: AsyncClientSession | None = None,
+    ) -> list[Doc]:
+        """Documents of one type matching a filter (projection defaults to raw+keys)."""
+        proj = projection if projection is not None else {"raw": 1, "v": 1, "lu": 1, "srt": 1}
+        cursor = self.db[resource_type].find(query, proj, session=session)
+        if sort:
+            cursor = cursor.sort(sort)
+        if limit:
+            cursor = cursor.limit(limit)
+        return [d async for d in cursor]
+
+    async def count(self, resource_type: str, query: Mapping[str, Any]) -> int:
+        """How many current resources of a type match a filter."""
+        return await self.db[resource_type].count_documents(query)
+
+    async def ids(self, resource_type: str, query: Mapping[str, Any], limit: int) -> list[str]:
+        """Ids of matching resources (for chained search), at most `limit`."""
+        cursor = self.db[resource_type].find(query, {"_id": 1}).limit(limit)
+        return [d["_id"] async for d in cursor]
+
+    # ---- writes ------------------------------------------------------------
+
+    async def create(
+        self,
+        resource: Mapping[str, Any],
+        session: AsyncClientSession,
+        *,
+        rid: str | None = None,
+        conditional_key: str | None = None,
+    ) -> Stored:
+        """Insert version 1 (or the next version after a deletion when `rid` is given)."""
+        resource_type = resource["resourceType"]
+        version = 1
+        if rid is None:
+            rid = new_id()
+        else:
+            last = await self.last_version(resource_type, rid, session)
+            if last is not None:
+                if not last.deleted:
+                    raise Conflict(f"{resource_type}/{rid} already exists")
+                version = last.version + 1
+        if conditional_key is not None:
+            await self._claim_conditional_key(resource_type, conditional_key, rid, session)
+        return await self._write(resource, rid, version, session, method="POST", expect=None)
+
+    async def update(
+        self,
+        resource: Mapping[str, Any],
+        rid: str,
+        session: AsyncClientSession,
+        *,
+        if_match: int | None = None,
+    ) -> tuple[Stored, bool]:
+        """Write a new version (create-on-update allowed); returns (stored, created)."""
+        resource_type = resource["resourceType"]
+        current = await self.db[resource_type].find_one({"_id": rid}, {"v": 1}, session=session)
+        if current is None:
+            if if_match is not None:
+                raise PreconditionFailed(
+                    f"{resource_type}/{rid} does not exist; If-Match cannot match"
+                )
+            last = await self.last_version(resource_type, rid, session)
+            version = last.version + 1 if last else 1
+            stored = await self._write(resource, rid, version, session, method="PUT", expect=None)
+            return stored, True
+        cur_v = int(current["v"])
+        if if_match is not None and if_match != cur_v:
+            raise PreconditionFailed(
+                f"{resource_type}/{rid} is at version {cur_v}, not {if_match} (If-Match)"
+            )
+        stored = await self._write(resource, rid, cur_v + 1, session, method="PUT", expect=cur_v)
+        return stored, False
+
+    async def delete(
+        self,
+        resource_type: str,
+        rid: str,
+        session: AsyncClientSession,
+        *,
+        if_match: int | None = None,
+    ) -> Stored | None:
+        """Delete the current version (tombstone in history); None if nothing to delete."""
+        current = await self.db[resource_type].find_one({"_id": rid}, {"v": 1}, session=session)
+        if current is None:
+            if if_match is not None:
+                raise PreconditionFailed(f"{resource_type}/{rid} does not exist (If-Match)")
+            return None
+        cur_v = int(current["v"])
+        if if_match is not None and if_match != cur_v:
+            raise PreconditionFailed(
+                f"{resource_type}/{rid} is at version {cur_v}, not {if_match} (If-Match)"
+            )
+        res = await self.db[resource_type].delete_one({"_id": rid, "v": cur_v}, session=session)
+        if res.deleted_count != 1:
+            raise Conflict(f"{resource_type}/{rid} changed while deleting; retry")
+        lu = now_utc()
+        version = cur_v + 1
+        await self._insert_history(resource_type, rid, version, lu, None, "DELETE", session)
+        return Stored(resource_type, rid, version, lu, None, "DELETE")
+
+    async def _write(
+        self,
+        resource: Mapping[str, Any],
+        rid: str,
+        version: int,
+        session: AsyncClientSession,
+        *,
+        method: str,
+        expect: int | None,
+    ) -> Stored:
+        resource_type = resource["resourceType"]
+        lu = now_utc()
+        body = _with_meta(resource, rid, version, lu)
+        raw = orjson.dumps(body)
+        idx, srt = self.indexer(body)
+        doc: Doc = {"_id": rid, "v": version, "lu": lu, "raw": raw, "idx": idx, "srt": srt}
+        coll = self.db[resource_type]
+        if expect is None:
+            try:
+                await coll.insert_one(doc, session=session)
+            except DuplicateKeyError:
+                raise Conflict(f"{resource_type}/{rid} was created concurrently; retry") from None
+        else:
+            res = await coll.replace_one({"_id": rid, "v": expect}, doc, session=session)
+            if res.matched_count != 1:
+                raise Conflict(f"{resource_type}/{rid} changed concurrently; retry")
+        await self._insert_history(resource_type, rid, version, lu, raw, method, session)
+        return Stored(resource_type, rid, version, lu, raw, method)
+
+    async def _insert_history(
+        self,
+        resource_type: str,
+        rid: str,
+        version: int,
+        lu: datetime,
+        raw: bytes | None,
+        method: str,
+        session: AsyncClientSession,
+    ) -> None:
+        entry: Doc = {
+            "_id": f"{resource_type}/{rid}/{version}",
+            "t": resource_type,
+            "rid": rid,
+            "v": version,
+            "lu": lu,
+            "m": method,
+        }
+        if raw is not None:
+            entry["raw"] = raw
+        try:
+            await self.db[HISTORY].insert_one(entry, session=session)
+        except DuplicateKeyError:
+            raise Conflict(
+                f"{resource_type}/{rid} version {version} written concurrently"
+            ) from None
+
+    async def _claim_conditional_key(
+        self, resource_type: str, key: str, rid: str, session: AsyncClientSession
+    ) -> None:
+        """Unique key for a conditional create: two racing creators collide here."""
+        try:
+            await self.db[CONDITIONAL_KEYS].insert_one(
+                {"_id": f"{resource_type}?{key}", "rid": rid}, session=session
+            )
+        except DuplicateKeyError:
+            raise ConditionalKeyTaken(resource_type, key) from None
+
+    async def release_conditional_key(self, resource_type: str, key: str) -> None:
+        """Drop a stale conditional key (its resource no longer matches or is gone)."""
+        await self.db[CONDITIONAL_KEYS].delete_one({"_id": f"{resource_type}?{key}"})
+
+
+class ConditionalKeyTaken(Conflict):
+    """Another conditional create with the same criteria committed (or is committing)."""
+
+    def __init__(self, resource_type: str, key: str) -> None:
+        super().__init__(f"a concurrent conditional create on {resource_type}?{key} won")
+        self.resource_type = resource_type
+        self.key = key
+
+
+def dumps(value: Any) -> bytes:
+    """Serialize JSON the way stored resources are serialized."""
+    return orjson.dumps(value)

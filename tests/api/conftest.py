@@ -1,0 +1,76 @@
+"""A real uvicorn server on a free port, backed by the session's embedded servers."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+import uvicorn
+
+from fhirserver.app import create_app
+from fhirserver.config import Settings
+from fhirserver.scheduling.clock import SettableClock
+from fhirserver.storage.embedded import EmbeddedServers
+
+
+def free_port() -> int:
+    """An unused TCP port on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class RunningServer:
+    """A started server and its base URL."""
+
+    base_url: str
+    settings: Settings
+    clock: SettableClock
+
+
+@pytest.fixture(scope="session")
+def server(embedded: EmbeddedServers) -> Iterator[RunningServer]:
+    """Serve the app over real HTTP for the whole session (no demo data)."""
+    port = free_port()
+    settings = Settings(
+        mongodb_uri=embedded.mongodb_uri,
+        redis_url=embedded.redis_url,
+        db_name="api_tests",
+        port=port,
+        demo=False,
+        max_body_bytes=256 * 1024,
+    )
+    clock = SettableClock()
+    config = uvicorn.Config(
+        create_app(settings, clock),
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+    )
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("test server did not start")
+        time.sleep(0.02)
+    yield RunningServer(settings.base_url(), settings, clock)
+    srv.should_exit = True
+    thread.join(timeout=30)
+
+
+@pytest.fixture
+async def client(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client with the FHIR base as base_url."""
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as c:
+        yield c

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from fhirserver import __version__
-from fhirserver.api import health, metadata, routes, scheduling
+from fhirserver.api import health, metadata, publish, routes, scheduling
 from fhirserver.api.errors import install_error_handlers
 from fhirserver.api.observability import ObservabilityMiddleware
 from fhirserver.config import Settings
@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     if settings.bench_endpoints:
         fhir.include_router(health.noop_router)
     fhir.include_router(scheduling.router)
+    fhir.include_router(publish.router)
     fhir.include_router(routes.router)
     app.include_router(fhir)
     # The base itself takes transaction/batch Bundles (a router cannot own an empty path).

@@ -19,6 +19,7 @@ from fhirserver.scheduling.booking import BookingGuard
 from fhirserver.scheduling.clock import Clock, SystemClock
 from fhirserver.scheduling.finder import Finder
 from fhirserver.scheduling.operations import SchedulingOperations
+from fhirserver.scheduling.publish import Publisher
 from fhirserver.scheduling.repository import SchedulingRepository
 from fhirserver.scheduling.slots import GeneratedSlots
 from fhirserver.storage.claims import ClaimsRepository
@@ -56,6 +57,7 @@ class AppContext:
     claims: ClaimsRepository
     scheduling: SchedulingOperations
     generated_slots: GeneratedSlots
+    publisher: Publisher
     clock: Clock
     embedded: EmbeddedServers | None = None
 
@@ -112,9 +114,10 @@ class AppContext:
         scheduling = SchedulingOperations(
             service, finder, IdempotencyStore(mongo.db), clock, settings.base_url()
         )
+        publisher = Publisher(repo, generated, settings.base_url())
         return cls(
             settings, mongo, redis, store, service, searcher, claims, scheduling, generated,
-            clock, embedded,
+            publisher, clock, embedded,
         )
 
     async def stop(self) -> None:

@@ -53,7 +53,7 @@ def demo_resources(today: date | None = None) -> list[Resource]:
 
     ``today`` (default: ``date.today()``) anchors the Schedules' planning horizon
     (90 days from today), the explicit Slots (the 7 days after today) and the
-    appointments (on the first free Slot of their practitioner). Every call
+    appointments (at their practitioner's first weekday clinic time). Every call
     builds fresh dicts, so callers may mutate the result.
     """
     day = today if today is not None else date.today()
@@ -68,7 +68,7 @@ def demo_resources(today: date | None = None) -> list[Resource]:
         *patients(),
         *schedules(day),
         *slot_list,
-        *appointments(day, slot_list),
+        *appointments(day),
     ]
 
 

@@ -25,6 +25,7 @@ from fhirserver.demo.tables import (
     SERVICES,
     PractitionerRow,
 )
+from fhirserver.scheduling.role_terms import ACCEPTING_NEW_URL, INSURANCE_URL
 
 _DEGREE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v2-0360"
 _ROLE_SYSTEM = "http://terminology.hl7.org/CodeSystem/practitioner-role"
@@ -132,9 +133,27 @@ def practitioner_roles() -> list[Resource]:
                 "telecom": _work_contacts(p, i)[:1],
                 "availableTime": available_time(p.clinic),
                 "availabilityExceptions": f"{new_patients} Closed on public holidays.",
+                "extension": [
+                    {"url": ACCEPTING_NEW_URL, "valueBoolean": p.accepting_new},
+                    *({"url": INSURANCE_URL, "valueIdentifier": _plan(v)} for v in _plans(i)),
+                ],
             }
         )
     return out
+
+
+PLAN_SYSTEM = "http://fhirserver.dev/sid/insurance-plan"
+DEMO_PLANS = ("RIVERSIDE-PPO", "RIVERSIDE-HMO", "MEDICARE-A-B", "MEDICAID")
+
+
+def _plan(value: str) -> dict[str, str]:
+    return {"system": PLAN_SYSTEM, "value": value}
+
+
+def _plans(i: int) -> tuple[str, ...]:
+    """Plans the i-th demo role accepts: everyone takes the PPO and Medicare; HMO and
+    Medicaid alternate, so an insurance filter narrows the list."""
+    return ("RIVERSIDE-PPO", "MEDICARE-A-B", DEMO_PLANS[1 + 2 * (i % 2)])
 
 
 def patients() -> list[Resource]:

@@ -24,15 +24,21 @@ from fhirserver.demo.tables import (
     PRACTITIONERS,
     SERVICES,
     SPECIALTIES,
+    VISIT_TYPE_SYSTEM,
     WEEKDAYS,
     AppointmentRow,
+    Hours,
     PractitionerRow,
     SlotRow,
 )
+from fhirserver.scheduling.availability import generated_slot_id
+from fhirserver.scheduling.visit_types import default_minutes
 
 PLANNING_HORIZON_DAYS = 90
 SLOT_WINDOW_DAYS = 7
-LUNCH = ("12:00", 60, "Lunch")
+LUNCH = ("12:00", "13:00")
+MIN_NOTICE_MINUTES = 120
+RULE_URL = "http://fhirserver.dev/StructureDefinition/availability-rule"
 
 _APPOINTMENT_TYPE = "http://terminology.hl7.org/CodeSystem/v2-0276"
 _CANCEL_REASON = "http://terminology.hl7.org/CodeSystem/appointment-cancellation-reason"
@@ -55,14 +61,47 @@ def _visit_types(p: PractitionerRow) -> list[str]:
     return list(dict.fromkeys(_SERVICES[s].visit_type for s in p.services))
 
 
-def _lunch_days(p: PractitionerRow) -> set[str]:
-    """Weekdays (not Saturday) whose clinic hours span the 12:00-13:00 lunch hour."""
-    return {
-        d
-        for days, opening, closing in p.clinic
-        for d in days
-        if d != "sat" and opening <= "12:00" and closing >= "13:00"
-    }
+def _has_lunch(days: tuple[str, ...], opening: str, closing: str) -> bool:
+    """Weekday blocks (not Saturday) spanning the 12:00-13:00 lunch hour get a lunch break."""
+    return any(d != "sat" for d in days) and opening <= LUNCH[0] and closing >= LUNCH[1]
+
+
+def _rule(p: PractitionerRow, hours: Hours) -> Resource:
+    """One availability-rule extension for a clinic block of ``p`` at their hospital.
+
+    Weekday blocks offer every visit type of the practitioner, with a lunch break;
+    Saturday blocks offer no new-patient visits. Slots need two hours' notice and are
+    offered up to the 90-day planning horizon.
+    """
+    days, opening, closing = hours
+    types = _visit_types(p)
+    if days == ("sat",):
+        types = [t for t in types if t != "NEW_PATIENT"]
+    subs: list[Resource] = [{"url": "daysOfWeek", "valueCode": d} for d in days]
+    subs += [
+        {"url": "start", "valueTime": f"{opening}:00"},
+        {"url": "end", "valueTime": f"{closing}:00"},
+        {"url": "location", "valueReference": location_ref(p.hospital)},
+    ]
+    subs += [
+        {"url": "visitType", "valueCoding": {"system": VISIT_TYPE_SYSTEM, "code": t}}
+        for t in types
+    ]
+    if _has_lunch(days, opening, closing):
+        subs.append(
+            {
+                "url": "break",
+                "extension": [
+                    {"url": "start", "valueTime": f"{LUNCH[0]}:00"},
+                    {"url": "end", "valueTime": f"{LUNCH[1]}:00"},
+                ],
+            }
+        )
+    subs += [
+        {"url": "minNoticeMinutes", "valueInteger": MIN_NOTICE_MINUTES},
+        {"url": "maxAdvanceDays", "valueInteger": PLANNING_HORIZON_DAYS},
+    ]
+    return {"url": RULE_URL, "extension": subs}
 
 
 def schedules(today: date) -> list[Resource]:
@@ -83,6 +122,7 @@ def schedules(today: date) -> list[Resource]:
                 "serviceType": [visit_type(v) for v in _visit_types(p)],
                 "specialty": [specialty(p.specialty)],
                 "actor": actors,
+                "extension": [_rule(p, hours) for hours in p.clinic],
                 "planningHorizon": {
                     "start": instant(local(today, "00:00", tz)),
                     "end": instant(local(horizon_end, "00:00", tz)),
@@ -95,18 +135,29 @@ def schedules(today: date) -> list[Resource]:
     return out
 
 
+def _in_clinic(p: PractitionerRow, row: SlotRow) -> bool:
+    """Whether the rules of ``p`` already offer the whole of ``row``."""
+    wd, hhmm, minutes, _ = row
+    end = _add_minutes(hhmm, minutes)
+    return any(wd in days and opening <= hhmm and end <= close for days, opening, close in p.clinic)
+
+
+def _add_minutes(hhmm: str, minutes: int) -> str:
+    total = int(hhmm[:2]) * 60 + int(hhmm[3:]) + minutes
+    return f"{total // 60:02d}:{total % 60:02d}"
+
+
 def _slot_plan(p: PractitionerRow, day: date) -> list[tuple[SlotRow, str]]:
-    """The (row, status) pairs of ``p`` on ``day``, earliest first."""
+    """The explicit (row, status) pairs of ``p`` on ``day``, earliest first: free blocks
+    the rules do not already offer (extra clinics) and busy-unavailable blocks (CME)."""
     wd = WEEKDAYS[day.weekday()]
-    plan = [(row, "free") for row in p.free if row[0] == wd]
+    plan = [(row, "free") for row in p.free if row[0] == wd and not _in_clinic(p, row)]
     plan += [(row, "busy-unavailable") for row in p.blocked if row[0] == wd]
-    if wd in _lunch_days(p):
-        plan.append(((wd, *LUNCH), "busy-unavailable"))
     return sorted(plan, key=lambda item: item[0][1])
 
 
 def slots(today: date) -> list[Resource]:
-    """Explicit Slots for the 7 days after ``today``: free blocks, lunch and CME blocks."""
+    """Explicit Slots for the 7 days after ``today``: extra free blocks and CME blocks."""
     out: list[Resource] = []
     for p in PRACTITIONERS:
         tz = _tz(p)
@@ -133,21 +184,38 @@ def slots(today: date) -> list[Resource]:
     return out
 
 
-def _first_free_slot(p: PractitionerRow, slot_list: list[Resource]) -> Resource:
-    schedule = f"Schedule/{schedule_id(p)}"
-    free = [
-        s for s in slot_list if s["schedule"]["reference"] == schedule and s["status"] == "free"
-    ]
-    return min(free, key=lambda s: datetime.fromisoformat(s["start"]))
+def _first_bookable(p: PractitionerRow, today: date, minutes: int) -> datetime:
+    """The first weekday clinic time of ``p`` after ``today`` (one hour after opening, on
+    the visit's grid) clear of CME blocks: where the demo puts the practitioner's visit."""
+    tz = _tz(p)
+    for offset in range(1, 15):
+        day = today + timedelta(days=offset)
+        wd = WEEKDAYS[day.weekday()]
+        for days, opening, _closing in p.clinic:
+            if wd not in days or wd == "sat":
+                continue
+            start = local(day, _add_minutes(opening, 60), tz)
+            end = start + timedelta(minutes=minutes)
+            blocked = any(
+                row[0] == wd
+                and local(day, row[1], tz) < end
+                and start < local(day, row[1], tz) + timedelta(minutes=row[2])
+                for row in p.blocked
+            )
+            if not blocked:
+                return start
+    raise ValueError(f"no clinic time for {p.id}")
 
 
-def _appointment(row: AppointmentRow, today: date, slot: Resource) -> Resource:
+def _appointment(row: AppointmentRow, today: date) -> Resource:
     p = _PRACTITIONERS[row.practitioner]
     pt = _PATIENTS[row.patient]
     service = _SERVICES[row.service]
     cancelled = bool(row.cancel_reason[0])
-    start = datetime.fromisoformat(slot["start"])
-    end = datetime.fromisoformat(slot["end"])
+    minutes = default_minutes(service.visit_type) or 30
+    start = _first_bookable(p, today, minutes)
+    end = start + timedelta(minutes=minutes)
+    slot_id = generated_slot_id(start, minutes, schedule_id(p))
     participants: list[dict[str, Any]] = [
         {
             "actor": ref("Patient", pt.id, f"{pt.given} {pt.family}"),
@@ -177,10 +245,10 @@ def _appointment(row: AppointmentRow, today: date, slot: Resource) -> Resource:
         "appointmentType": concept(_APPOINTMENT_TYPE, *row.appointment_type),
         "reasonCode": [{"text": row.reason}],
         "description": row.description,
-        "start": slot["start"],
-        "end": slot["end"],
-        "minutesDuration": int((end - start).total_seconds() // 60),
-        "slot": [ref("Slot", slot["id"])],
+        "start": instant(start),
+        "end": instant(end),
+        "minutesDuration": minutes,
+        "slot": [ref("Slot", slot_id)],
         "created": today.isoformat(),
         "comment": f"Visit type: {SERVICE_NAMES[row.service]}.",
         "patientInstruction": "Please arrive 15 minutes early and bring your insurance card.",
@@ -189,9 +257,7 @@ def _appointment(row: AppointmentRow, today: date, slot: Resource) -> Resource:
     return resource
 
 
-def appointments(today: date, slot_list: list[Resource]) -> list[Resource]:
-    """The demo appointments, each on its practitioner's first free Slot in ``slot_list``."""
-    return [
-        _appointment(row, today, _first_free_slot(_PRACTITIONERS[row.practitioner], slot_list))
-        for row in APPOINTMENTS
-    ]
+def appointments(today: date) -> list[Resource]:
+    """The demo appointments, each at its practitioner's first weekday clinic time after
+    ``today`` (a slot the rules generate, so its Slot id is a generated one)."""
+    return [_appointment(row, today) for row in APPOINTMENTS]

@@ -15,6 +15,7 @@ from typing import Any
 from fhirserver.scheduling.availability import Candidate, Interval, bookable_slots, render_local
 from fhirserver.scheduling.criteria import VISIT_TYPE_SYSTEM, FindCriteria
 from fhirserver.scheduling.repository import SchedulingRepository
+from fhirserver.scheduling.role_terms import accepts_new_patients, takes_any
 
 Json = dict[str, Any]
 BusyLookup = Callable[[list[str], Interval], Awaitable[list[Interval]]]
@@ -71,13 +72,18 @@ class Finder:
             role_params.append(
                 ("organization", ",".join(f"Organization/{o}" for o in c.organizations))
             )
-        if role_params:
+        if role_params or c.accepting_new_patients or c.coverage:
             roles = await self.repo.search("PractitionerRole", role_params)
+            established = {
+                ref.split("/")[-1]
+                for ref in await self._established(c.patient)
+                if ref.startswith("Practitioner/")
+            }
             narrow(
                 {
                     str(r["practitioner"]["reference"]).split("/")[-1]
                     for r in roles
-                    if r.get("practitioner")
+                    if r.get("practitioner") and _role_ok(r, c, established)
                 }
             )
         return allowed
@@ -207,6 +213,15 @@ def claimed_actors(schedule: Json, roles: dict[str, Json]) -> tuple[str, ...]:
         elif rtype in ("Practitioner", "Location", "Device"):
             out.append(ref)
     return tuple(dict.fromkeys(out))
+
+
+def _role_ok(role: Json, c: FindCriteria, established: set[str]) -> bool:
+    """A role passes accepting-new-patients (the patient's own practitioner always does)
+    and coverage (it must list one of the plans)."""
+    own = str(role["practitioner"]["reference"]).split("/")[-1] in established
+    if c.accepting_new_patients and not own and not accepts_new_patients(role):
+        return False
+    return not c.coverage or takes_any(role, c.coverage)
 
 
 def _location_ok(cand: Candidate, schedule: Json, allowed: set[str]) -> bool:

@@ -15,10 +15,13 @@ from fhir.resources.R4B import get_fhir_model_class
 
 from fhirserver.demo.data import demo_resources
 from fhirserver.demo.npi import is_valid_npi, make_npi
+from fhirserver.scheduling.availability import Candidate, Interval, bookable_slots
+from fhirserver.scheduling.rules import parse_rules
 
 Resource = dict[str, Any]
 
 TZ_EXT = "http://hl7.org/fhir/StructureDefinition/timezone"
+RULE_URL = "http://fhirserver.dev/StructureDefinition/availability-rule"
 NPI_SYSTEM = "http://hl7.org/fhir/sid/us-npi"
 MRN_SYSTEM = "http://fhirserver.dev/sid/mrn"
 VISIT_TYPE_SYSTEM = "http://fhirserver.dev/CodeSystem/visit-type"
@@ -172,6 +175,29 @@ def timed(resources: list[Resource]) -> Iterator[tuple[Resource, str]]:
             yield r, appointment_location(r)
 
 
+def generated(resources: list[Resource], start: date, days: int) -> list[Candidate]:
+    """Every slot the demo Schedules' rules offer from ``start`` for ``days`` days, as the
+    server would before any booking (explicit Slots applied, no claims)."""
+    locations = {r["id"]: r for r in of_type(resources, "Location")}
+    window = Interval(
+        datetime.combine(start, time(), tzinfo=ZoneInfo("UTC")),
+        datetime.combine(start + timedelta(days=days), time(), tzinfo=ZoneInfo("UTC")),
+    )
+    now = window.start - timedelta(days=1)
+    out: list[Candidate] = []
+    for schedule in of_type(resources, "Schedule"):
+        explicit = [
+            s
+            for s in of_type(resources, "Slot")
+            if s["schedule"]["reference"] == f"Schedule/{schedule['id']}"
+        ]
+        out += bookable_slots(
+            schedule, window=window, now=now, locations=locations, explicit_slots=explicit,
+            busy=[],
+        )
+    return out
+
+
 def luhn_ok(digits: str) -> bool:
     total = 0
     for i, ch in enumerate(reversed(digits)):
@@ -201,7 +227,10 @@ def test_expected_shape(resources: list[Resource]) -> None:
     assert counts["Patient"] >= 5
     assert counts["Device"] >= 1
     assert counts["HealthcareService"] >= 4
-    assert counts["Slot"] >= counts["Schedule"]
+    assert counts["Slot"] >= 1
+    for schedule in of_type(resources, "Schedule"):
+        rules, issues = parse_rules(schedule)
+        assert rules and not issues, schedule["id"]
     hospitals = [loc for loc in of_type(resources, "Location") if "partOf" not in loc]
     assert {h["id"] for h in hospitals} == {"loc-riverside-general", "loc-riverside-front-range"}
     for h in hospitals:
@@ -233,6 +262,8 @@ def test_references_resolve_to_earlier_resources(resources: list[Resource]) -> N
     seen: set[str] = set()
     for r in resources:
         for key in references(r):
+            if key.startswith("Slot/g-"):
+                continue  # a generated Slot: computed from rules, never stored
             assert key in seen, f"{r['resourceType']}/{r['id']} -> {key}"
         seen.add(f"{r['resourceType']}/{r['id']}")
 
@@ -322,13 +353,17 @@ def test_offsets_match_hospital_zone(today: date) -> None:
         assert start < datetime.fromisoformat(item["end"])
 
 
+def _offsets(resources: list[Resource], start: date, days: int) -> Counter[tuple[str, str]]:
+    """(rule location, UTC offset) of every generated slot in the window, local-rendered."""
+    return Counter(
+        (str(c.location_id), c.start.astimezone(ZoneInfo(c.tz)).isoformat()[-6:])
+        for c in generated(resources, start, days)
+    )
+
+
 def test_dst_start_week_has_both_offsets() -> None:
     resources = demo_resources(date(2026, 3, 6))
-    index = by_key(resources)
-    offsets = Counter(
-        (hospital_of(index, location)["id"], item["start"][-6:])
-        for item, location in timed(resources)
-    )
+    offsets = _offsets(resources, date(2026, 3, 7), 7)
     assert offsets[("loc-riverside-general", "-05:00")] > 0  # Sat 7 Mar, before the change
     assert offsets[("loc-riverside-general", "-04:00")] > 0  # from Mon 9 Mar
     assert offsets[("loc-riverside-front-range", "-07:00")] > 0
@@ -341,9 +376,21 @@ def test_dst_start_week_has_both_offsets() -> None:
 
 
 def test_dst_end_week_has_both_offsets() -> None:
-    resources = demo_resources(date(2026, 10, 30))
-    starts = {item["start"][-6:] for item, _ in timed(resources)}
-    assert {"-04:00", "-05:00", "-06:00", "-07:00"} <= starts
+    offsets = _offsets(demo_resources(date(2026, 10, 30)), date(2026, 10, 31), 7)
+    assert {"-04:00", "-05:00", "-06:00", "-07:00"} <= {o for _, o in offsets}
+
+
+def test_rules_offer_clinic_hours_with_lunch_and_notice() -> None:
+    resources = demo_resources(date(2026, 6, 1))  # a Monday
+    ana = [c for c in generated(resources, date(2026, 6, 2), 1) if "ana-garcia" in c.schedule_id]
+    local = {(c.visit_type, c.start.astimezone(ZoneInfo(c.tz)).strftime("%H:%M")) for c in ana}
+    assert ("NEW_PATIENT", "08:00") in local and ("NEW_PATIENT", "16:00") in local
+    assert ("FOLLOW_UP", "11:30") in local and ("FOLLOW_UP", "13:00") in local
+    assert not any("12:00" <= hhmm < "13:00" for _, hhmm in local)  # lunch break
+    saturday = [
+        c for c in generated(resources, date(2026, 6, 6), 1) if "ana-garcia" in c.schedule_id
+    ]
+    assert saturday and "NEW_PATIENT" not in {c.visit_type for c in saturday}
 
 
 @pytest.mark.parametrize("today", TODAYS, ids=str)
@@ -366,22 +413,21 @@ def test_times_inside_hours_of_operation(today: date) -> None:
 
 
 @pytest.mark.parametrize("today", TODAYS, ids=str)
-def test_appointments_sit_on_free_slots(today: date) -> None:
+def test_appointments_sit_on_generated_slots(today: date) -> None:
     resources = demo_resources(today)
-    index = by_key(resources)
+    offered = {c.slot_id: c for c in generated(resources, today, 15)}
     appointments = of_type(resources, "Appointment")
     assert len(appointments) == 3
     for appt in appointments:
         (slot_ref,) = appt["slot"]
-        slot = index[slot_ref["reference"]]
-        assert slot["status"] == "free"
-        assert (appt["start"], appt["end"]) == (slot["start"], slot["end"])
+        cand = offered[slot_ref["reference"].removeprefix("Slot/")]
+        assert datetime.fromisoformat(appt["start"]) == cand.start
+        assert datetime.fromisoformat(appt["end"]) == cand.end
+        assert cand.visit_type == appt["serviceType"][0]["coding"][0]["code"]
         minutes = datetime.fromisoformat(appt["end"]) - datetime.fromisoformat(appt["start"])
         assert appt["minutesDuration"] * 60 == minutes.total_seconds()
-        actors = {a["reference"] for a in index[slot["schedule"]["reference"]]["actor"]}
         kinds = {p["actor"]["reference"].split("/")[0] for p in appt["participant"]}
         assert kinds == {"Patient", "Practitioner", "Location"}
-        assert any(p["actor"]["reference"] in actors for p in appt["participant"])
         if appt["status"] == "booked":
             assert {p["status"] for p in appt["participant"]} == {"accepted"}
             assert "cancelationReason" not in appt
@@ -404,8 +450,16 @@ def test_free_and_blocked_slots_do_not_overlap(today: date) -> None:
 def test_blocked_slots_have_comments(resources: list[Resource]) -> None:
     blocked = [s for s in of_type(resources, "Slot") if s["status"] == "busy-unavailable"]
     comments = {s["comment"] for s in blocked}
-    assert "Lunch" in comments
-    assert any(c.startswith("CME") for c in comments)
+    assert comments and all(c.startswith("CME") for c in comments)
+    breaks = [
+        sub
+        for schedule in of_type(resources, "Schedule")
+        for rule in schedule["extension"]
+        if rule["url"] == RULE_URL
+        for sub in rule["extension"]
+        if sub["url"] == "break"
+    ]
+    assert breaks  # lunch is a rule break, not a stored Slot
 
 
 # --- API behaviour --------------------------------------------------------------

@@ -58,7 +58,9 @@ async def test_find_offers_rule_slots_earliest_first(client: httpx.AsyncClient) 
 
 
 async def test_find_bad_input_is_400(client: httpx.AsyncClient) -> None:
-    r = await client.get("/Appointment/$find", params={"end": "2026-12-01"})
+    r = await client.get("/Appointment/$find", params={"_count": "0"})
+    assert r.status_code == 400
+    r = await client.get("/Appointment/$find", params={"end": "2020-01-01"})  # before now
     assert r.status_code == 400
     w = window()
     r = await client.get("/Appointment/$find", params={"start": w["end"], "end": w["start"]})

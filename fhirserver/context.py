@@ -21,6 +21,7 @@ from fhirserver.scheduling.finder import Finder
 from fhirserver.scheduling.operations import SchedulingOperations
 from fhirserver.scheduling.publish import Publisher
 from fhirserver.scheduling.repository import SchedulingRepository
+from fhirserver.scheduling.rule_checks import RuleChecks
 from fhirserver.scheduling.slots import GeneratedSlots
 from fhirserver.storage.claims import ClaimsRepository
 from fhirserver.storage.embedded import EmbeddedServers
@@ -88,6 +89,8 @@ class AppContext:
         # Every Appointment write passes the claims guard inside its own transaction.
         guard = BookingGuard(store, claims, clock, granule_minutes=granule)
         service.add_write_hook(guard.on_write)
+        # Rules, free Slots and visit durations are checked against operating hours (422).
+        service.add_write_hook(RuleChecks(store).on_write)
         searcher = Searcher(
             store,
             SearchLimits(

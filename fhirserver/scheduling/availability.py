@@ -33,7 +33,12 @@ from fhirserver.scheduling.hours import (
     wall_to_utc,
     zone,
 )
-from fhirserver.scheduling.rules import AvailabilityRule, default_location, parse_rules
+from fhirserver.scheduling.rules import (
+    AvailabilityRule,
+    default_location,
+    free_slot_location,
+    parse_rules,
+)
 
 Json = dict[str, Any]
 BLOCKING = frozenset({"busy", "busy-unavailable", "busy-tentative"})
@@ -311,7 +316,7 @@ def bookable_slots(
                 spans = _rule_spans(rule, place, schedule, lo, hi)
             blocks.setdefault(policy, []).extend(spans)
 
-    free_place = place_of(actor_loc or next((r.location_id for r in rules if r.location_id), None))
+    free_place = place_of(free_slot_location(schedule, rules))
     blocked: list[Span] = []
     for slot in explicit_slots:
         span = _slot_span(slot)

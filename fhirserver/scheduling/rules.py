@@ -8,7 +8,7 @@ malformed one; `rule_errors` adds the operating-hours check; `check_schedule` ra
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -206,8 +206,12 @@ def _read_sub(url: Any, sub: Json, path: str, d: _Draft, issues: list[RuleIssue]
         if not isinstance(period, dict):
             issues.append(RuleIssue(path, "effective needs valuePeriod"))
             return
-        d.values["effective_start"] = _date_part(period.get("start"))
-        d.values["effective_end"] = _date_part(period.get("end"))
+        for part in ("start", "end"):
+            raw = period.get(part)
+            parsed = _date_part(raw)
+            if raw is not None and parsed is None:
+                issues.append(RuleIssue(path, f"effective {part} {raw!r} is not a FHIR date"))
+            d.values[f"effective_{part}"] = parsed
         es, ee = d.values["effective_start"], d.values["effective_end"]
         if es is not None and ee is not None and es >= ee:
             issues.append(RuleIssue(path, "effective start must be before its (exclusive) end"))
@@ -315,14 +319,21 @@ def default_location(schedule: Json) -> str | None:
     return None
 
 
+def free_slot_location(schedule: Json, rules: Sequence[AvailabilityRule]) -> str | None:
+    """Where a free Slot of the Schedule offers time (its zone and operating hours): the
+    first Location actor, else the first rule's Location, else nowhere (UTC, always open)."""
+    return default_location(schedule) or next((r.location_id for r in rules if r.location_id), None)
+
+
 def hours_issues(
     rule: AvailabilityRule, schedule: Json, locations: Mapping[str, Json]
 ) -> list[RuleIssue]:
     """Where a rule lies outside the operating hours of its Location (or its ancestors).
 
     Example: a rule Mon-Sat 09:00-17:00 at a hospital open Mon-Fri 07:00-19:00 and Sat
-    08:00-12:00 is refused for Saturday ("12:00-17:00 outside operating hours"). A Location
-    chain without hoursOfOperation restricts nothing; an unknown Location is not checked.
+    08:00-12:00 is refused for Saturday ("12:00-17:00 outside operating hours"). The rule's
+    breaks are not offered, so a break may cover a closure (lunch). A Location chain without
+    hoursOfOperation restricts nothing; an unknown Location is not checked.
     """
     loc = rule.location_id or default_location(schedule)
     chain = location_chain(loc, locations) if loc else []
@@ -332,7 +343,7 @@ def hours_issues(
     issues: list[RuleIssue] = []
     for code in sorted(rule.days, key=DAY_CODES.index):
         open_spans = hours.days[DAY_CODES.index(code)]
-        outside = subtract([(rule.start, rule.end)], list(open_spans))
+        outside = subtract(rule.open_minutes(), list(open_spans))
         if outside:
             shown = ", ".join(f"{format_minutes(s)}-{format_minutes(e)}" for s, e in outside)
             issues.append(

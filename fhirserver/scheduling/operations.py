@@ -94,14 +94,22 @@ class SchedulingOperations:
         """A searchset Bundle of proposed Appointments, earliest first."""
         now = self.clock.now()
         c = criteria_from(values, now)
-        proposals = await self.finder.proposals(c, now, c.count)
+        proposals = await self.finder.proposals(c, now, c.count * 2)
+        # Visit types of equal length at one start share a slot id: one offer for all.
+        offers: dict[str, Json] = {}
+        for p in proposals:
+            appt = offers.get(p.candidate.slot_id)
+            if appt is None:
+                offers[p.candidate.slot_id] = proposed_appointment(p, c.patient, c.reasons)
+            else:
+                appt["serviceType"] += proposed_appointment(p, None, [])["serviceType"]
         entries = [
             Entry(
-                full_url=f"{self.base_url}/Appointment/{p.candidate.slot_id}",
-                raw=orjson.dumps(proposed_appointment(p, c.patient, c.reasons)),
+                full_url=f"{self.base_url}/Appointment/{slot_id}",
+                raw=orjson.dumps(appt),
                 search_mode="match",
             )
-            for p in proposals
+            for slot_id, appt in list(offers.items())[: c.count]
         ]
         return bundle_bytes("searchset", entries, total=len(entries))
 

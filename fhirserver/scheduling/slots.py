@@ -7,6 +7,7 @@ whether it is still free, held (busy-tentative) or booked (busy).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -31,8 +32,10 @@ Json = dict[str, Any]
 MAX_SLOT_WINDOW = timedelta(days=93)
 
 
-def slot_resource(cand: Candidate, status: str) -> Json:
-    """A generated Slot resource."""
+def slot_resource(cand: Candidate, status: str, visit_types: Sequence[str] = ()) -> Json:
+    """A generated Slot resource; `visit_types` lists every visit type offered at this time
+    (visit types of equal length share one slot id), default the candidate's own."""
+    codes = list(visit_types) or [cand.visit_type]
     return {
         "resourceType": "Slot",
         "id": cand.slot_id,
@@ -41,10 +44,21 @@ def slot_resource(cand: Candidate, status: str) -> Json:
         },
         "schedule": {"reference": f"Schedule/{cand.schedule_id}"},
         "status": status,
-        "serviceType": [{"coding": [{"system": VISIT_TYPE_SYSTEM, "code": cand.visit_type}]}],
+        "serviceType": [{"coding": [{"system": VISIT_TYPE_SYSTEM, "code": c}]} for c in codes],
         "start": render_local(cand.start, cand.tz),
         "end": render_local(cand.end, cand.tz),
     }
+
+
+def slots_by_id(cands: Sequence[Candidate], status: str) -> list[Json]:
+    """One Slot per generated id: candidates of equal length and start (URGENT_CARE and
+    TELEHEALTH at 09:00, both 20 minutes) are the same time, offered for either type."""
+    types: dict[str, list[str]] = {}
+    first: dict[str, Candidate] = {}
+    for cand in cands:
+        first.setdefault(cand.slot_id, cand)
+        types.setdefault(cand.slot_id, []).append(cand.visit_type)
+    return [slot_resource(c, status, types[sid]) for sid, c in first.items()]
 
 
 class GeneratedSlots:
@@ -98,7 +112,7 @@ class GeneratedSlots:
             explicit_slots=explicit,
             busy=busy,
         )
-        out = [slot_resource(c, "free") for c in free]
+        out = slots_by_id(free, "free")
         if include_taken and busy:
             every = bookable_slots(
                 schedule,
@@ -111,9 +125,11 @@ class GeneratedSlots:
             free_ids = {c.slot_id for c in free}
             taken = [c for c in every if c.slot_id not in free_ids]
             kinds = await self._kinds(actors, window, now)
-            for cand in taken:
-                status = "busy-tentative" if _only_holds(cand, kinds) else "busy"
-                out.append(slot_resource(cand, status))
+            for status in ("busy-tentative", "busy"):
+                out += slots_by_id(
+                    [c for c in taken if (_only_holds(c, kinds)) == (status == "busy-tentative")],
+                    status,
+                )
         out.sort(key=lambda s: (s["start"], s["id"]))
         return out
 

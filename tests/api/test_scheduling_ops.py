@@ -9,7 +9,14 @@ from typing import Any
 import httpx
 
 from tests.api.conftest import RunningServer
-from tests.api.scheduling_factories import FHIR, bookable_practitioner, patient_id
+from tests.api.scheduling_factories import (
+    FHIR,
+    bookable_practitioner,
+    hospital,
+    patient_id,
+    post,
+    rule,
+)
 
 OP = {"Content-Type": "application/fhir+json"}
 
@@ -190,3 +197,23 @@ async def test_direct_post_cannot_bypass_claims(client: httpx.AsyncClient) -> No
     direct.pop("id")
     r = await client.post("/Appointment", json=direct, headers=FHIR)
     assert r.status_code == 409
+
+
+async def test_equal_length_visit_types_share_one_slot(client: httpx.AsyncClient) -> None:
+    loc = await post(client, hospital())
+    doc = await post(client, {"resourceType": "Practitioner", "name": [{"family": "Twenty"}]})
+    sched = await post(client, {
+        "resourceType": "Schedule",
+        "actor": [{"reference": f"Practitioner/{doc}"}],
+        "extension": [rule(loc, "09:00:00", "10:00:00", ("URGENT_CARE", "TELEHEALTH"))],
+    })
+    w = window()
+    r = await client.get("/Slot", params={"schedule": f"Schedule/{sched}", "status": "free",
+                                          "start": [f"ge{w['start']}", f"lt{w['end']}"]})
+    slots = [e["resource"] for e in r.json()["entry"]]
+    assert len(slots) == 3 and len({s["id"] for s in slots}) == 3  # 09:00, 09:20, 09:40
+    codes = {c["code"] for st in slots[0]["serviceType"] for c in st["coding"]}
+    assert codes == {"URGENT_CARE", "TELEHEALTH"}
+    offers = await find(client, doc)
+    assert [o["start"][11:16] for o in offers] == ["09:00", "09:20", "09:40"]
+    assert len(offers[0]["serviceType"]) == 2

@@ -16,6 +16,7 @@ from fhirserver.scheduling.availability import Candidate, Interval, bookable_slo
 from fhirserver.scheduling.criteria import VISIT_TYPE_SYSTEM, FindCriteria
 from fhirserver.scheduling.repository import SchedulingRepository
 from fhirserver.scheduling.role_terms import accepts_new_patients, takes_any
+from fhirserver.scheduling.rules import schedule_locations
 
 Json = dict[str, Any]
 BusyLookup = Callable[[list[str], Interval], Awaitable[list[Interval]]]
@@ -33,15 +34,6 @@ class Proposal:
 
 def _refs(schedule: Json) -> list[str]:
     return [str(a.get("reference", "")) for a in schedule.get("actor", []) if a.get("reference")]
-
-
-def _rule_locations(schedule: Json) -> set[str]:
-    out: set[str] = set()
-    for ext in schedule.get("extension", []):
-        for sub in ext.get("extension", []):
-            if sub.get("url") == "location" and "valueReference" in sub:
-                out.add(str(sub["valueReference"].get("reference", "")).split("/")[-1])
-    return out
 
 
 class Finder:
@@ -161,9 +153,7 @@ class Finder:
             if r.startswith("PractitionerRole/")
         }
         roles = await self.repo.by_ids("PractitionerRole", role_ids)
-        loc_ids = {
-            r.split("/")[1] for s in schedules for r in _refs(s) if r.startswith("Location/")
-        } | {i for s in schedules for i in _rule_locations(s)}
+        loc_ids = {i for s in schedules for i in schedule_locations(s)}
         locations = await self.repo.locations_with_ancestors(loc_ids)
         slots = await self.repo.explicit_slots(
             [s["id"] for s in schedules], window.start, window.end

@@ -18,6 +18,7 @@ import orjson
 
 from fhirserver.scheduling.availability import Interval
 from fhirserver.scheduling.repository import SchedulingRepository
+from fhirserver.scheduling.rules import schedule_locations
 from fhirserver.scheduling.slots import GeneratedSlots
 from fhirserver.storage.resources import format_instant
 
@@ -80,20 +81,6 @@ class Publisher:
                 for slot in slots:
                     status = "free" if slot["status"] == "free" else "busy"
                     yield orjson.dumps({**slot, "status": status}) + b"\n"
-
-
-def schedule_locations(schedule: Json) -> list[str]:
-    """Location ids a Schedule offers time at: Location actors, then rule locations."""
-    out = [
-        str(a["reference"]).split("/")[1]
-        for a in schedule.get("actor", [])
-        if str(a.get("reference", "")).startswith("Location/")
-    ]
-    for ext in schedule.get("extension", []):
-        for sub in ext.get("extension", []):
-            if sub.get("url") == "location" and "valueReference" in sub:
-                out.append(str(sub["valueReference"].get("reference", "")).split("/")[-1])
-    return list(dict.fromkeys(out))
 
 
 def published_schedule(schedule: Json) -> Json:

@@ -401,3 +401,17 @@ def check_service(service: Json) -> None:
     service_durations(service, issues)
     if issues:
         raise as_unprocessable(issues)
+
+
+def schedule_locations(schedule: Json) -> list[str]:
+    """Location ids a Schedule offers time at: Location actors, then rule locations."""
+    out = [
+        str(a["reference"]).split("/")[1]
+        for a in schedule.get("actor", [])
+        if str(a.get("reference", "")).startswith("Location/")
+    ]
+    for ext in schedule.get("extension", []):
+        for sub in ext.get("extension", []):
+            if sub.get("url") == "location" and "valueReference" in sub:
+                out.append(str(sub["valueReference"].get("reference", "")).split("/")[-1])
+    return list(dict.fromkeys(out))

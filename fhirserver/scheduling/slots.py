@@ -26,6 +26,7 @@ from fhirserver.scheduling.availability import (
 from fhirserver.scheduling.criteria import VISIT_TYPE_SYSTEM, code_of, parse_instant, ref_id
 from fhirserver.scheduling.finder import BusyLookup, claimed_actors
 from fhirserver.scheduling.repository import SchedulingRepository
+from fhirserver.scheduling.rules import schedule_locations
 from fhirserver.storage.claims import ClaimsRepository
 
 Json = dict[str, Any]
@@ -90,16 +91,7 @@ class GeneratedSlots:
             },
         )
         actors = list(claimed_actors(schedule, roles))
-        loc_ids = {
-            str(a.get("reference", "")).split("/")[1]
-            for a in schedule.get("actor", [])
-            if str(a.get("reference", "")).startswith("Location/")
-        }
-        for ext in schedule.get("extension", []):
-            for sub in ext.get("extension", []):
-                if sub.get("url") == "location" and "valueReference" in sub:
-                    loc_ids.add(str(sub["valueReference"].get("reference", "")).split("/")[-1])
-        locations = await self.repo.locations_with_ancestors(loc_ids)
+        locations = await self.repo.locations_with_ancestors(schedule_locations(schedule))
         explicit = (await self.repo.explicit_slots([schedule["id"]], window.start, window.end)).get(
             schedule["id"], []
         )

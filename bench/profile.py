@@ -13,7 +13,9 @@ import re
 import subprocess
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench.server import venv_tool
 
@@ -48,12 +50,14 @@ def start_py_spy(pid: int, seconds: float, out: Path, log: Path) -> subprocess.P
 
     `--gil`: only the thread holding the GIL is sampled, so the profile shows how the one
     core Python code can use is shared (event loop vs SecantusDB's connection threads).
+    `--nonblocking`: the server is not paused for each sample (pausing it 100 times a second
+    halved its throughput under load; a sample may now and then be inconsistent).
     """
     exe = py_spy_path()
     if exe is None:
         raise RuntimeError("py-spy is not installed")
     argv = [exe, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))),
-            "--rate", "100", "--format", "raw", "--threads", "--gil",
+            "--rate", "100", "--format", "raw", "--threads", "--gil", "--nonblocking",
             "--full-filenames", "--output", str(out)]
     with log.open("ab") as fh:
         return subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT,
@@ -121,39 +125,81 @@ def _native_lib(frames: list[str]) -> str | None:
     return None
 
 
-def summarise_folded(text: str, title: str, top: int = 25) -> str:
-    """A text report of py-spy raw output (one `stack count` line per distinct stack)."""
-    threads: Counter[str] = Counter()
-    components: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
-    self_time: Counter[str] = Counter()
-    libs: Counter[str] = Counter()
-    total = 0
+@dataclass
+class _Tally:
+    total: int = 0
+    threads: Counter[str] = field(default_factory=Counter)
+    components: Counter[str] = field(default_factory=Counter)
+    inclusive: Counter[str] = field(default_factory=Counter)
+    self_time: Counter[str] = field(default_factory=Counter)
+    libs: Counter[str] = field(default_factory=Counter)
+
+
+def _tally(text: str) -> _Tally:
+    """Samples of py-spy raw output per thread, component, function and native library."""
+    t = _Tally()
     for line in text.splitlines():
         parsed = _parse_line(line)
         if parsed is None:
             continue
         thread, frames, count = parsed
-        total += count
-        threads[thread] += count
+        t.total += count
+        t.threads[thread] += count
         py = _python_frames(frames)
         if py:
-            components[component(py[-1][0])] += count
-            self_time[py[-1][1]] += count
+            t.components[component(py[-1][0])] += count
+            t.self_time[py[-1][1]] += count
             for func in {f for _, f in py}:
-                inclusive[func] += count
+                t.inclusive[func] += count
         else:
-            components["native only (no Python frame)"] += count
+            t.components["native only (no Python frame)"] += count
         lib = _native_lib(frames)
         if lib:
-            libs[lib] += count
+            t.libs[lib] += count
+    return t
+
+
+def thread_group(name: str) -> str:
+    """Event loop (MainThread), the embedded store's threads, or other threads."""
+    if name == "MainThread":
+        return "event loop (MainThread)"
+    if name.startswith("secantus"):
+        return "embedded store threads (secantus-*)"
+    return "other threads"
+
+
+def gil_shares(text: str, top: int = 8) -> dict[str, Any]:
+    """Share of GIL-holding samples (%) per thread group, thread, component and function."""
+    t = _tally(text)
+    if not t.total:
+        return {"samples": 0}
+
+    def pct(counter: Counter[str], limit: int | None = None) -> dict[str, float]:
+        return {k: round(100 * n / t.total, 1) for k, n in counter.most_common(limit)}
+
+    groups: Counter[str] = Counter()
+    for name, n in t.threads.items():
+        groups[thread_group(name)] += n
+    return {"samples": t.total, "thread_groups": pct(groups), "threads": pct(t.threads, top),
+            "components": pct(t.components, top), "self": pct(t.self_time, top)}
+
+
+def summarise_folded(text: str, title: str, top: int = 25) -> str:
+    """A text report of py-spy raw output (one `stack count` line per distinct stack)."""
+    tally = _tally(text)
+    total, threads, components = tally.total, tally.threads, tally.components
+    inclusive, self_time, libs = tally.inclusive, tally.self_time, tally.libs
     if not total:
         return f"{title}\n\nno samples\n"
+    groups: Counter[str] = Counter()
+    for name, n in threads.items():
+        groups[thread_group(name)] += n
 
     def table(counter: Counter[str], limit: int) -> list[str]:
         return [f"  {100 * n / total:5.1f}%  {key}" for key, n in counter.most_common(limit)]
 
     lines = [title, "", f"{total} samples (100/s, the thread holding the GIL; % of samples)", "",
+             "Per thread group (who holds the GIL):", *table(groups, 5), "",
              "Per thread:", *table(threads, 10), "",
              "Per component (innermost Python frame: that code and the C it calls):",
              *table(components, 20), "",

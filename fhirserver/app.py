@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import uvicorn
 from fastapi import APIRouter, FastAPI
 
 from fhirserver import __version__
-from fhirserver.api import health, metadata, publish, routes, scheduling
+from fhirserver.api import auth_routes, health, metadata, publish, routes, scheduling
 from fhirserver.api.errors import install_error_handlers
 from fhirserver.api.observability import ObservabilityMiddleware
 from fhirserver.config import Settings
@@ -17,6 +19,20 @@ from fhirserver.context import AppContext
 from fhirserver.scheduling.clock import Clock
 
 log = logging.getLogger(__name__)
+
+
+def server_config(settings: Settings, clock: Clock | None = None) -> uvicorn.Config:
+    """The uvicorn configuration `fhirserver serve` (and the tests) run the app with."""
+    return uvicorn.Config(
+        create_app(settings, clock),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=30,
+        timeout_keep_alive=settings.keep_alive_seconds,
+    )
 
 
 def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
@@ -35,6 +51,11 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
                 from fhirserver.demo.loader import load_demo_once
 
                 await load_demo_once(ctx)
+                if ctx.auth is not None:
+                    from fhirserver.auth.demo import demo_banner, ensure_demo_credentials
+
+                    creds = await asyncio.to_thread(ensure_demo_credentials, ctx.auth)
+                    print(demo_banner(creds), flush=True)
             log.info("fhirserver ready at %s", settings.base_url())
             yield
         finally:
@@ -53,12 +74,14 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     # Fixed paths first: /metadata, /health must not be taken for a resource type.
     fhir.include_router(metadata.router)
     fhir.include_router(health.router)
+    fhir.include_router(auth_routes.wellknown_router)
     if settings.bench_endpoints:
         fhir.include_router(health.noop_router)
     fhir.include_router(scheduling.router)
     fhir.include_router(publish.router)
     fhir.include_router(routes.router)
     app.include_router(fhir)
+    app.include_router(auth_routes.router)
     # The base itself takes transaction/batch Bundles (a router cannot own an empty path).
     app.add_api_route(
         settings.base_path, routes.transaction, methods=["POST"], summary="transaction / batch"

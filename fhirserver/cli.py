@@ -1,4 +1,4 @@
-"""`fhirserver` command line: serve, migrate."""
+"""`fhirserver` command line: serve, migrate, client, user, keys."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ class GracefulServer(uvicorn.Server):
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTP server until SIGINT/SIGTERM, then shut down cleanly."""
     from fhirserver.api.observability import configure_logging
-    from fhirserver.app import create_app
+    from fhirserver.app import server_config
 
     settings = _settings(args)
     if settings.mongodb_uri is None and data_dir_in_use(settings.data_dir):
@@ -66,16 +66,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
         return 2
     configure_logging(settings.log_level)
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=30,
-    )
-    server = GracefulServer(config)
+    server = GracefulServer(server_config(settings))
     server.run()
     return 0 if server.started else 1
 
@@ -111,6 +102,53 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Write a synthetic health system into the database `serve` would use."""
+    from fhirserver.context import full_indexer
+    from fhirserver.generate import GenerateConfig, generate
+    from fhirserver.storage.embedded import EmbeddedServers
+    from fhirserver.storage.migrations import apply_migrations
+    from fhirserver.storage.mongo import Mongo
+
+    settings = _settings(args)
+    cfg = GenerateConfig(
+        providers=args.providers,
+        days=args.days,
+        seed=args.seed,
+        granule_minutes=settings.claim_granule_minutes,
+    )
+
+    def progress(text: str) -> None:
+        print(f"generate: {text}", file=sys.stderr, flush=True)
+
+    async def run(uri: str) -> str:
+        mongo = Mongo(uri, settings.db_name)
+        try:
+            await apply_migrations(mongo.db)
+            stats = await generate(mongo.db, cfg, full_indexer, progress=progress)
+        finally:
+            await mongo.close()
+        if stats.reused:
+            return f"already generated here: {stats.as_dict()}"
+        return f"generated {stats.as_dict()}"
+
+    embedded = None
+    uri = settings.mongodb_uri
+    if uri is None:
+        embedded = EmbeddedServers(
+            settings.data_dir, with_redis=False, cache_size=settings.embedded_cache_size
+        )
+        embedded.start()
+        uri = embedded.mongodb_uri
+    assert uri
+    try:
+        print(asyncio.run(run(uri)))
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for all sub-commands."""
     parser = argparse.ArgumentParser(prog="fhirserver", description=__doc__)
@@ -124,6 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="apply database migrations")
     migrate.add_argument("--data-dir", type=Path, dest="data_dir")
     migrate.set_defaults(func=cmd_migrate)
+    gen = sub.add_parser("generate", help="write a synthetic health system (load tests)")
+    gen.add_argument("--providers", type=int, default=5000)
+    gen.add_argument("--days", type=int, default=90)
+    gen.add_argument("--seed", type=int, default=1)
+    gen.add_argument("--data-dir", type=Path, dest="data_dir")
+    gen.set_defaults(func=cmd_generate)
+    from fhirserver.auth.admin_cli import add_auth_commands
+
+    add_auth_commands(sub, _settings)
     return parser
 
 

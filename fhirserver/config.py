@@ -33,6 +33,18 @@ class Settings(BaseSettings):
     embedded_cache_size: str = "1G"
     # Mounts GET /fhir/_noop: the same stack answering with constant bytes (bench ceiling).
     bench_endpoints: bool = False
+    # HTTP keep-alive: longer than a load balancer's idle timeout (60 s is common), so the
+    # server never closes a connection the client is about to reuse.
+    keep_alive_seconds: int = 75
+    # $find's in-memory availability index (docs/availability-index.md); off: the engine
+    # expands rules per request (the benchmark's naive baseline).
+    availability_index: bool = True
+    # SMART authorization server (docs/auth.md). Clients upserted from this JSON file on start.
+    clients_file: Path | None = None
+    auth_access_token_seconds: int = 3600
+    auth_refresh_token_days: int = 90
+    auth_session_minutes: int = 480
+    auth_launch_minutes: int = 60
 
     def base_url(self) -> str:
         """The absolute FHIR base URL used in fullUrl, Location headers and links."""

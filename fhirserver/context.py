@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -9,6 +10,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from fhirserver.auth.service import AuthService
 from fhirserver.config import Settings
 from fhirserver.fhir.indexing import extract_index
 from fhirserver.fhir.searching import Searcher, SearchLimits
@@ -18,6 +20,7 @@ from fhirserver.scheduling.availability import Interval
 from fhirserver.scheduling.booking import BookingGuard
 from fhirserver.scheduling.clock import Clock, SystemClock
 from fhirserver.scheduling.finder import Finder
+from fhirserver.scheduling.index import IndexService
 from fhirserver.scheduling.operations import SchedulingOperations
 from fhirserver.scheduling.publish import Publisher
 from fhirserver.scheduling.repository import SchedulingRepository
@@ -61,6 +64,10 @@ class AppContext:
     publisher: Publisher
     clock: Clock
     embedded: EmbeddedServers | None = None
+    # The SMART authorization server (sync clients of its own: see fhirserver/auth/store.py).
+    auth: AuthService | None = None
+    # The availability index ($find's read model; None when turned off).
+    availability: IndexService | None = None
 
     @classmethod
     async def start(cls, settings: Settings, clock: Clock | None = None) -> AppContext:
@@ -112,19 +119,29 @@ class AppContext:
             return [Interval(s, e) for s, e in spans]
 
         repo = SchedulingRepository(store, searcher)
-        finder = Finder(repo, busy)
+        availability: IndexService | None = None
+        if settings.availability_index:
+            availability = IndexService(mongo, store, redis, clock, granule)
+            availability.install(service)  # after the guard: applies committed changes only
+            await availability.start()
+        finder = Finder(repo, busy, availability)
         generated = GeneratedSlots(repo, claims, busy, granule)
         scheduling = SchedulingOperations(
             service, finder, IdempotencyStore(mongo.db), clock, settings.base_url()
         )
         publisher = Publisher(repo, generated, settings.base_url())
+        auth = await asyncio.to_thread(AuthService.start, settings, mongo_uri, redis_url, clock)
         return cls(
             settings, mongo, redis, store, service, searcher, claims, scheduling, generated,
-            publisher, clock, embedded,
+            publisher, clock, embedded, auth, availability,
         )
 
     async def stop(self) -> None:
         """Close connections, then stop embedded servers (flushing data)."""
+        if self.availability is not None:
+            await self.availability.stop()
+        if self.auth is not None:
+            self.auth.close()
         await self.redis.aclose()
         await self.mongo.close()
         if self.embedded is not None:

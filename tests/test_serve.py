@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,47 +14,7 @@ from fhirclient.models.practitioner import Practitioner as FcPractitioner
 from fhirpy import AsyncFHIRClient
 
 from tests.api.conftest import free_port
-
-
-def start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
-    """Start `fhirserver serve` with the embedded default on `data_dir`."""
-    env = {k: v for k, v in os.environ.items() if k not in ("MONGODB_URI", "REDIS_URL")}
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fhirserver.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data_dir),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-
-
-def wait_ready(proc: subprocess.Popen[bytes], base: str, timeout: float = 60) -> None:
-    """Poll /ready until it answers 200 (or the process dies)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
-        try:
-            if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError("server did not become ready")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> int:
-    """SIGTERM and wait for a clean exit."""
-    proc.send_signal(signal.SIGTERM)
-    return proc.wait(timeout=60)
+from tests.serve_helpers import start_server, stop, wait_ready
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from fastapi.responses import Response
 from fhirserver import __version__
 from fhirserver.api.negotiation import check_format
 from fhirserver.api.responses import fhir_response
+from fhirserver.auth.smart import capability_security
 from fhirserver.fhir.errors import NotFound
 from fhirserver.fhir.operations import operations
 from fhirserver.fhir.searchparams import SEARCH_PARAMS
@@ -117,6 +118,8 @@ async def metadata(request: Request) -> Response:
     body["date"] = format_instant(now_utc())
     settings = request.app.state.ctx.settings
     body["implementation"] = {"description": "fhirserver", "url": settings.base_url()}
+    # SMART on FHIR: where to authorize (oauth-uris extension), next to /.well-known.
+    body["rest"] = [{**body["rest"][0], "security": capability_security(settings)}]
     return fhir_response(orjson.dumps(body))
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 from urllib.parse import parse_qsl, urlencode
 
@@ -116,7 +116,7 @@ async def _history(ctx: AppContext, request: Request, rtype: str | None, rid: st
     since = _instant(q.get("_since"), "_since")
     at = _instant(q.get("_at"), "_at")
     count_s = q.get("_count", str(ctx.settings.default_page_size))
-    if not count_s.isdigit():
+    if not (count_s.isascii() and count_s.isdigit()):
         raise BadRequest("_count must be a non-negative integer")
     count = min(int(count_s), ctx.settings.max_page_size)
     before = None
@@ -145,6 +145,10 @@ def _instant(value: str | None, name: str) -> datetime | None:
         raise BadRequest(f"{name} must be a FHIR instant, got {value!r}") from None
     if ts.tzinfo is None:
         raise BadRequest(f"{name} must carry a time zone")
+    try:
+        ts.astimezone(UTC)  # 0001-01-01T00:00:00+14:00 is before year 1 in UTC
+    except OverflowError:
+        raise BadRequest(f"{name} is out of range, got {value!r}") from None
     return ts
 
 

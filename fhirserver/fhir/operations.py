@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
@@ -95,7 +95,8 @@ def get_operation(code: str) -> Operation:
 
 def _convert(param: ParamDef, raw: str) -> Any:
     if param.type == "integer":
-        if not raw.lstrip("-").isdigit():
+        digits = raw[1:] if raw.startswith("-") else raw
+        if not (digits.isascii() and digits.isdigit()):
             raise BadRequest(f"parameter {param.name} must be an integer, got {raw!r}")
         return int(raw)
     if param.type == "boolean":
@@ -104,8 +105,10 @@ def _convert(param: ParamDef, raw: str) -> Any:
         return raw == "true"
     if param.type in ("dateTime", "instant"):
         try:
-            datetime.fromisoformat(raw.replace("Z", "+00:00"))
-        except ValueError:
+            ts = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+            if ts.tzinfo is not None:
+                ts.astimezone(UTC)  # OverflowError: 0001-01-01T00:00:00+14:00 is year 0 in UTC
+        except (ValueError, OverflowError):
             raise BadRequest(
                 f"parameter {param.name} must be a FHIR dateTime, got {raw!r}"
             ) from None

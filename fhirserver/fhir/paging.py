@@ -51,6 +51,8 @@ def decode_cursor(token: str) -> Cursor:
     try:
         padded = token + "=" * (-len(token) % 4)
         data = orjson.loads(base64.urlsafe_b64decode(padded))
+        if not isinstance(data["k"], list):  # a string would iterate as characters
+            raise TypeError("cursor key is not a list")
         values = [datetime.fromisoformat(v["d"]) if isinstance(v, dict) else v for v in data["k"]]
         return Cursor(values=values, forward=bool(data["f"]))
     except (ValueError, KeyError, TypeError) as exc:
@@ -62,7 +64,12 @@ def keyset_filter(sort: list[tuple[str, int]], cursor: Cursor) -> Doc:
 
     With sort [(a, 1), (_id, 1)] and cursor (va, vid) going forward this is
     `a > va OR (a == va AND _id > vid)`.
+
+    BadRequest when the cursor does not hold one value per sort key (a token from another
+    search, or one made up by the client).
     """
+    if len(cursor.values) != len(sort):
+        raise BadRequest("_cursor is not a valid paging cursor for this search")
     clauses: list[Doc] = []
     for i, (field, direction) in enumerate(sort):
         ascending = (direction > 0) == cursor.forward

@@ -44,15 +44,18 @@ def require_type(resource_type: str) -> None:
         raise NotFound(f"resource type {resource_type!r} is not supported by this server")
 
 
-def parse_if_match(value: str | None) -> int | None:
-    """`W/"3"` (or `"3"`, `3`) -> 3; None when absent; 400 when malformed."""
+def parse_if_match(value: object) -> int | None:
+    """`W/"3"` (or `"3"`, `3`) -> 3; None when absent; 400 when malformed (or not a string:
+    a transaction entry's `request.ifMatch` is whatever JSON the client sent)."""
     if value is None:
         return None
+    if not isinstance(value, str):
+        raise BadRequest(f'If-Match {value!r} is not a version ETag like W/"1"')
     v = value.strip()
     if v.startswith("W/"):
         v = v[2:]
     v = v.strip('"')
-    if not v.isdigit():
+    if not (v.isascii() and v.isdigit()):  # int() also takes '²' and '٣': not versions
         raise BadRequest(f'If-Match {value!r} is not a version ETag like W/"1"')
     return int(v)
 
@@ -96,7 +99,7 @@ class FhirService:
     async def vread(self, resource_type: str, rid: str, version: str) -> Stored:
         """A specific version of a resource."""
         require_type(resource_type)
-        if not version.isdigit():
+        if not (version.isascii() and version.isdigit()):
             raise NotFound(f"{resource_type}/{rid} has no version {version!r}")
         return await self.store.vread(resource_type, rid, int(version))
 

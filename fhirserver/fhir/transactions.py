@@ -64,6 +64,9 @@ def _parse_entry(i: int, entry: Any) -> _Req:
     rid = segments[1] if len(segments) > 1 else None
     vid = segments[3] if len(segments) > 3 and segments[2] == "_history" else None
     ine = request.get("ifNoneExist")
+    full_url = entry.get("fullUrl")
+    if full_url is not None and not isinstance(full_url, str):
+        raise BadRequest(f"{where}.fullUrl must be a string", expression=[f"{where}.fullUrl"])
     return _Req(
         index=i,
         method=method,
@@ -71,7 +74,7 @@ def _parse_entry(i: int, entry: Any) -> _Req:
         rid=rid,
         vid=vid,
         params=parse_qsl(parts.query, keep_blank_values=True),
-        full_url=entry.get("fullUrl"),
+        full_url=full_url,
         resource=entry.get("resource"),
         if_match=request.get("ifMatch"),
         if_none_exist=parse_qsl(str(ine).lstrip("?"), keep_blank_values=True) if ine else None,

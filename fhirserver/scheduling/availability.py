@@ -115,6 +115,8 @@ def parse_generated_slot_id(slot_id: str) -> tuple[datetime, int, str] | None:
     except ValueError:
         return None
     minutes = int(m.group(2))
+    if not 1900 <= start.year < 2200:  # no schedule offers time there (and no overflow)
+        return None
     return (start, minutes, m.group(3)) if minutes > 0 else None
 
 

@@ -36,6 +36,9 @@ class FindCriteria:
     count: int = 20
 
 
+MIN_YEAR, MAX_YEAR = 1900, 2200
+
+
 def parse_instant(value: str, name: str) -> datetime:
     """A FHIR date or dateTime as a UTC instant (a bare date is its UTC midnight)."""
     try:
@@ -44,6 +47,9 @@ def parse_instant(value: str, name: str) -> datetime:
         raise BadRequest(f"{name} must be a FHIR dateTime, got {value!r}") from None
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=UTC)
+    # Scheduling lives in this era; far dates would only overflow window arithmetic.
+    if not MIN_YEAR <= ts.year < MAX_YEAR:
+        raise BadRequest(f"{name} must lie in the years {MIN_YEAR}-{MAX_YEAR - 1}, got {value!r}")
     return ts.astimezone(UTC)
 
 

@@ -10,13 +10,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fhirserver.scheduling.availability import Candidate, Interval, bookable_slots, render_local
 from fhirserver.scheduling.criteria import VISIT_TYPE_SYSTEM, FindCriteria
 from fhirserver.scheduling.repository import SchedulingRepository
 from fhirserver.scheduling.role_terms import accepts_new_patients, takes_any
 from fhirserver.scheduling.rules import schedule_locations
+
+if TYPE_CHECKING:
+    from fhirserver.scheduling.index.service import IndexService
 
 Json = dict[str, Any]
 BusyLookup = Callable[[list[str], Interval], Awaitable[list[Interval]]]
@@ -39,9 +42,12 @@ def _refs(schedule: Json) -> list[str]:
 class Finder:
     """Computes proposals for $find and first-available booking."""
 
-    def __init__(self, repo: SchedulingRepository, busy: BusyLookup) -> None:
+    def __init__(
+        self, repo: SchedulingRepository, busy: BusyLookup, index: IndexService | None = None
+    ) -> None:
         self.repo = repo
         self.busy = busy
+        self.index = index
 
     async def _practitioner_filter(self, c: FindCriteria) -> set[str] | None:
         """Practitioner ids allowed by the criteria (None: no practitioner constraint)."""
@@ -109,12 +115,29 @@ class Finder:
         )
         return allowed | rooms
 
-    async def schedules(self, c: FindCriteria) -> list[Json]:
-        """Active Schedules that can serve the criteria."""
-        params: list[tuple[str, str]] = [("active:not", "false")]
-        if c.visit_types:
-            params.append(("service-type", ",".join(c.visit_types)))
-        schedules = await self.repo.search("Schedule", params)
+    async def schedules(self, c: FindCriteria, only: set[str] | None = None) -> list[Json]:
+        """Active Schedules that can serve the criteria (among `only` when given)."""
+        if only is not None:
+            wanted = set(c.visit_types)
+            schedules = [
+                s
+                for s in (await self.repo.by_ids("Schedule", only)).values()
+                if s.get("active") is not False
+                and (
+                    not wanted
+                    or wanted
+                    & {
+                        str(cd.get("code"))
+                        for cc in s.get("serviceType", [])
+                        for cd in cc.get("coding", [])
+                    }
+                )
+            ]
+        else:
+            params: list[tuple[str, str]] = [("active:not", "false")]
+            if c.visit_types:
+                params.append(("service-type", ",".join(c.visit_types)))
+            schedules = await self.repo.search("Schedule", params)
         practitioners = await self._practitioner_filter(c)
         if practitioners is not None:
             roles = (
@@ -136,9 +159,40 @@ class Finder:
             schedules = [s for s in schedules if ok & set(_refs(s))]
         return schedules
 
-    async def proposals(self, c: FindCriteria, now: datetime, limit: int) -> list[Proposal]:
-        """Up to `limit` proposals: the patient's established provider first, then by start."""
-        schedules = await self.schedules(c)
+    async def proposals(
+        self,
+        c: FindCriteria,
+        now: datetime,
+        limit: int,
+        *,
+        only: set[str] | None = None,
+        naive: bool = False,
+    ) -> list[Proposal]:
+        """Up to `limit` proposals: the patient's established provider first, then by start.
+
+        From the availability index when there is one (a read model: fast, may lag a
+        write of another process by milliseconds); `naive`, or a question the index cannot
+        answer, computes them here from the database (`only`: just these Schedule ids).
+        """
+        if self.index is not None and not naive:
+            found = await self.index.proposals(c, now, limit, self._established, only)
+            if found is not None:
+                return found
+        return await self.naive_proposals(c, now, limit, only=only)
+
+    async def naive_proposals(
+        self,
+        c: FindCriteria,
+        now: datetime,
+        limit: int,
+        *,
+        only: set[str] | None = None,
+        ignore_claims: bool = False,
+    ) -> list[Proposal]:
+        """The reference path: expand each candidate Schedule's rules for the window and
+        subtract the live claims read from the database (`ignore_claims`: what the rules
+        offer whoever holds it; the claims guard then decides)."""
+        schedules = await self.schedules(c, only)
         if not schedules:
             return []
         allowed_locations = await self._location_filter(c)
@@ -161,7 +215,7 @@ class Finder:
         out: list[Proposal] = []
         for schedule in schedules:
             actors = claimed_actors(schedule, roles)
-            busy = await self.busy(list(actors), window)
+            busy = [] if ignore_claims else await self.busy(list(actors), window)
             candidates = bookable_slots(
                 schedule,
                 window=window,

@@ -150,6 +150,9 @@ class SchedulingOperations:
         if first(values, "first-available"):
             return await self._book_first_available(values, idem_key, fingerprint)
         now = self.clock.now()
+        cancel_id = first(values, "cancelled-appt-id")
+        if cancel_id:  # a reschedule of a finished appointment is refused before anything
+            await self._check_cancellable(ref_id(cancel_id, "Appointment"))
         appt_id = first(values, "appointment-id")
         held = await self._held(appt_id, values, now) if appt_id else None
         appt = held if held is not None else await self._proposal_from(values, now)
@@ -232,11 +235,18 @@ class SchedulingOperations:
             raise last
         raise Conflict("no available time matches the first-available criteria")
 
-    async def _cancel_in(self, appt_id: str, session: AsyncClientSession) -> None:
+    async def _check_cancellable(
+        self, appt_id: str, session: AsyncClientSession | None = None
+    ) -> tuple[Json, int]:
+        """The appointment a reschedule cancels (and its version); 422 when it is over."""
         stored = await self.service.store.read("Appointment", appt_id, session)
-        current = orjson.loads(stored.raw or b"{}")
+        current: Json = orjson.loads(stored.raw or b"{}")
         if current.get("status") in ("cancelled", "noshow", "entered-in-error", "fulfilled"):
             raise Unprocessable(f"Appointment/{appt_id} is {current['status']}; cannot reschedule")
+        return current, stored.version
+
+    async def _cancel_in(self, appt_id: str, session: AsyncClientSession) -> None:
+        current, version = await self._check_cancellable(appt_id, session)
         current["status"] = "cancelled"
         current.setdefault(
             "cancelationReason",
@@ -251,7 +261,7 @@ class SchedulingOperations:
             },
         )
         await self.service.update_in(
-            validate_resource(current, "Appointment"), appt_id, session, if_match=stored.version
+            validate_resource(current, "Appointment"), appt_id, session, if_match=version
         )
 
     # ---- shared ------------------------------------------------------------
@@ -290,7 +300,7 @@ class SchedulingOperations:
             slot_id = next(
                 (str(s.get("reference", "")).split("/")[-1] for s in resource.get("slot", [])), None
             ) or resource.get("id")
-        parsed = parse_generated_slot_id(slot_id or "")
+        parsed = parse_generated_slot_id(slot_id) if isinstance(slot_id, str) else None
         if parsed is None:
             raise Unprocessable("the appointment does not name a bookable slot from $find")
         start, minutes, schedule_id = parsed
@@ -298,12 +308,29 @@ class SchedulingOperations:
         c = FindCriteria(
             start=start, end=start + timedelta(minutes=minutes), visit_types=visit_types, count=50
         )
-        proposals = [
-            p
-            for p in await self.finder.proposals(c, now, 50)
-            if p.candidate.slot_id == slot_id
-            or (p.candidate.schedule_id == schedule_id and p.candidate.start == start)
-        ]
+        # Is this a slot the schedule offers? The index answers "yes" fast; "no" (or no
+        # index) is checked on the schedule itself, from the database. Either way the claims
+        # guard inside the booking transaction is what decides a conflict, never the index.
+        def matching(found: list[Proposal]) -> list[Proposal]:
+            return [
+                p
+                for p in found
+                if p.candidate.slot_id == slot_id
+                or (p.candidate.schedule_id == schedule_id and p.candidate.start == start)
+            ]
+
+        proposals = matching(await self.finder.proposals(c, now, 50, only={schedule_id}))
+        if not proposals and first(values, "cancelled-appt-id"):
+            # A reschedule may move onto time its old appointment still claims: check only
+            # that the rules offer the slot; the guard, after the cancel, decides conflicts.
+            proposals = matching(
+                await self.finder.naive_proposals(c, now, 50, only={schedule_id},
+                                                  ignore_claims=True)
+            )
+        elif not proposals and self.finder.index is not None:
+            proposals = matching(
+                await self.finder.proposals(c, now, 50, only={schedule_id}, naive=True)
+            )
         if not proposals:
             gone = Conflict(f"Slot/{slot_id} is no longer available")
             raise await self._alternatives_on(gone, schedule_id, start, visit_types)
@@ -351,7 +378,9 @@ class SchedulingOperations:
         )
         proposals = [
             p
-            for p in await self.finder.proposals(c, self.clock.now(), 200)
+            for p in await self.finder.proposals(
+                c, self.clock.now(), ALTERNATIVES, only={schedule_id}
+            )
             if p.candidate.schedule_id == schedule_id
         ][:ALTERNATIVES]
         return alternatives_conflict(exc, proposals)

@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 import orjson
 
 from fhirserver.fhir.bundles import Entry, bundle_bytes
+from fhirserver.fhir.errors import BadRequest
 from fhirserver.fhir.paging import decode_cursor, encode_cursor
 from fhirserver.scheduling.availability import (
     Candidate,
@@ -217,17 +218,31 @@ async def availability_view(
     return out
 
 
+def _view_cursor(values: Any) -> tuple[datetime, str]:
+    """(start, id) of the last entry of the previous page; 400 for a cursor not ours."""
+    if isinstance(values, list) and len(values) == 2 and all(isinstance(v, str) for v in values):
+        try:
+            start = datetime.fromisoformat(values[0])
+        except ValueError:
+            start = None
+        if start is not None and start.tzinfo is not None:
+            return start, values[1]
+    raise BadRequest("_cursor is not a cursor of this search")
+
+
 def view_page(
     slots: list[Json], params: list[tuple[str, str]], base_url: str, default_count: int
 ) -> bytes:
     """A searchset Bundle page of the availability view (keyset paging on start, id)."""
-    count = next((int(v) for k, v in params if k == "_count" and v.isdigit()), default_count)
+    raw_count = next((v for k, v in params if k == "_count"), None)
+    if raw_count is not None and not (raw_count.isascii() and raw_count.isdigit()):
+        raise BadRequest(f"_count must be a non-negative integer, got {raw_count!r}")
+    count = int(raw_count) if raw_count is not None else default_count
     cursor = next((v for k, v in params if k == "_cursor"), None)
     keep = [(k, v) for k, v in params if k != "_cursor"]
     keyed = [((parse_instant(s["start"], "start"), s["id"]), s) for s in slots]
     if cursor:
-        after = decode_cursor(cursor).values
-        last = (datetime.fromisoformat(after[0]), after[1])
+        last = _view_cursor(decode_cursor(cursor).values)
         keyed = [(k, s) for k, s in keyed if k > last]
     page = keyed[:count]
     links = [("self", f"{base_url}/Slot?{urlencode(params)}")]

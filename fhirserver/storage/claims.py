@@ -99,12 +99,19 @@ class ClaimsRepository:
         *,
         exclude_appointment: str | None = None,
     ) -> list[Doc]:
-        """Claims (live or dead) on `resources` with granule start in [start, end), by r, g."""
-        query: Doc = {"r": {"$in": list(resources)}, "g": {"$gte": start, "$lt": end}}
-        if exclude_appointment is not None:
-            query["a"] = {"$ne": exclude_appointment}
-        cursor = self.coll.find(query, session=session).sort([("r", ASCENDING), ("g", ASCENDING)])
-        return [d async for d in cursor]
+        """Claims (live or dead) on `resources` with granule start in [start, end), by r, g.
+
+        One equality query per resource: SecantusDB scans the whole collection for `r: {$in}`
+        (docs/search-index.md), while `r` equality plus a `g` range walks the unique index.
+        """
+        out: list[Doc] = []
+        for r in sorted(set(resources)):
+            query: Doc = {"r": r, "g": {"$gte": start, "$lt": end}}
+            if exclude_appointment is not None:
+                query["a"] = {"$ne": exclude_appointment}
+            cursor = self.coll.find(query, session=session).sort([("g", ASCENDING)])
+            out += [d async for d in cursor]
+        return out
 
     async def insert(
         self,
@@ -182,17 +189,16 @@ class ClaimsRepository:
         *,
         ids: Sequence[Any] | None = None,
     ) -> int:
-        """Delete expired holds on `resources` in [start, end) (optionally only these ids)."""
-        query: Doc = {
-            "r": {"$in": list(resources)},
-            "g": {"$gte": start, "$lt": end},
-            "k": HOLD,
-            "exp": {"$lte": now},
-        }
-        if ids is not None:
-            query["_id"] = {"$in": list(ids)}
-        res = await self.coll.delete_many(query, session=session)
-        return res.deleted_count
+        """Delete expired holds on `resources` in [start, end) (optionally only these ids);
+        one equality query per resource, as in `on`."""
+        deleted = 0
+        for r in sorted(set(resources)):
+            query: Doc = {"r": r, "g": {"$gte": start, "$lt": end}, "k": HOLD, "exp": {"$lte": now}}
+            if ids is not None:
+                query["_id"] = {"$in": list(ids)}
+            res = await self.coll.delete_many(query, session=session)
+            deleted += res.deleted_count
+        return deleted
 
     async def busy_by_resource(
         self,

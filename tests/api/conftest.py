@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import socket
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
-import uvicorn
 
-from fhirserver.app import create_app
 from fhirserver.config import Settings
 from fhirserver.scheduling.clock import SettableClock
 from fhirserver.storage.embedded import EmbeddedServers
+from tests.thread_server import serve_in_thread
 
 
 def free_port() -> int:
@@ -48,25 +45,8 @@ def server(embedded: EmbeddedServers) -> Iterator[RunningServer]:
         max_body_bytes=256 * 1024,
     )
     clock = SettableClock()
-    config = uvicorn.Config(
-        create_app(settings, clock),
-        host="127.0.0.1",
-        port=port,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-    )
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("test server did not start")
-        time.sleep(0.02)
-    yield RunningServer(settings.base_url(), settings, clock)
-    srv.should_exit = True
-    thread.join(timeout=30)
+    with serve_in_thread(settings, clock):
+        yield RunningServer(settings.base_url(), settings, clock)
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from fhirserver.fhir.errors import BadRequest
@@ -29,8 +31,10 @@ def test_argonaut_aliases_map_to_declared_names() -> None:
 
 def test_cardinality_and_types_are_checked() -> None:
     op = get_operation("find")
+    assert parse_query(op, [("specialty", "x")]) == {"specialty": ["x"]}  # start: default now
+    required = replace(op, inputs={**op.inputs, "start": replace(op.inputs["start"], min=1)})
     with pytest.raises(BadRequest, match="requires parameter start"):
-        parse_query(op, [("specialty", "x")])
+        parse_query(required, [("specialty", "x")])
     with pytest.raises(BadRequest, match="at most 1"):
         parse_query(op, [("start", "2026-12-01"), ("start", "2026-12-02")])
     with pytest.raises(BadRequest, match="integer"):

@@ -73,7 +73,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Apply pending migrations and exit."""
-    from fhirserver.storage.embedded import EmbeddedServers
+    from fhirserver.storage.embedded import mongodb_uri_for
     from fhirserver.storage.migrations import apply_migrations
     from fhirserver.storage.mongo import Mongo
 
@@ -86,18 +86,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         finally:
             await mongo.close()
 
-    embedded = None
-    uri = settings.mongodb_uri
-    if uri is None:
-        embedded = EmbeddedServers(settings.data_dir, with_redis=False)
-        embedded.start()
-        uri = embedded.mongodb_uri
-    assert uri
-    try:
+    with mongodb_uri_for(settings.mongodb_uri, settings.data_dir) as uri:
         applied = asyncio.run(run(uri))
-    finally:
-        if embedded is not None:
-            embedded.stop()
     print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
     return 0
 
@@ -106,7 +96,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     """Write a synthetic health system into the database `serve` would use."""
     from fhirserver.context import full_indexer
     from fhirserver.generate import GenerateConfig, generate
-    from fhirserver.storage.embedded import EmbeddedServers
+    from fhirserver.storage.embedded import mongodb_uri_for
     from fhirserver.storage.migrations import apply_migrations
     from fhirserver.storage.mongo import Mongo
 
@@ -132,20 +122,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
             return f"already generated here: {stats.as_dict()}"
         return f"generated {stats.as_dict()}"
 
-    embedded = None
-    uri = settings.mongodb_uri
-    if uri is None:
-        embedded = EmbeddedServers(
-            settings.data_dir, with_redis=False, cache_size=settings.embedded_cache_size
-        )
-        embedded.start()
-        uri = embedded.mongodb_uri
-    assert uri
-    try:
+    with mongodb_uri_for(
+        settings.mongodb_uri, settings.data_dir, settings.embedded_cache_size
+    ) as uri:
         print(asyncio.run(run(uri)))
-    finally:
-        if embedded is not None:
-            embedded.stop()
     return 0
 
 

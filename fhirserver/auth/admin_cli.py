@@ -31,38 +31,28 @@ SettingsFactory = Callable[[argparse.Namespace], Settings]
 @contextmanager
 def _service(settings: Settings) -> Iterator[AuthService]:
     """An AuthService on the configured database, migrated; no Redis is contacted."""
-    from fhirserver.storage.embedded import EmbeddedServers
+    from fhirserver.storage.embedded import mongodb_uri_for
     from fhirserver.storage.migrations import apply_migrations
     from fhirserver.storage.mongo import Mongo
 
-    embedded = None
-    uri = settings.mongodb_uri
-    if uri is None:
-        embedded = EmbeddedServers(settings.data_dir, with_redis=False)
-        embedded.start()
-        uri = embedded.mongodb_uri
-    assert uri
+    with mongodb_uri_for(settings.mongodb_uri, settings.data_dir) as uri:
 
-    async def migrate() -> None:
-        mongo = Mongo(uri, settings.db_name)
-        try:
-            await apply_migrations(mongo.db)
-        finally:
-            await mongo.close()
+        async def migrate() -> None:
+            mongo = Mongo(uri, settings.db_name)
+            try:
+                await apply_migrations(mongo.db)
+            finally:
+                await mongo.close()
 
-    try:
         asyncio.run(migrate())
-        mongo: MongoClient[dict[str, Any]] = MongoClient(uri, tz_aware=True)
+        client: MongoClient[dict[str, Any]] = MongoClient(uri, tz_aware=True)
         # Redis (assertion jtis, login throttling) is not used by these commands.
         lazy_redis = redis.Redis.from_url(settings.redis_url or "redis://127.0.0.1:6379/0")
-        service = AuthService(settings, mongo, lazy_redis, SystemClock())
+        service = AuthService(settings, client, lazy_redis, SystemClock())
         try:
             yield service
         finally:
             service.close()
-    finally:
-        if embedded is not None:
-            embedded.stop()
 
 
 def _run(

@@ -9,6 +9,7 @@ import contextlib
 import fcntl
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -108,3 +109,21 @@ class EmbeddedServers:
             fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
             self._lock_file.close()
             self._lock_file = None
+
+
+@contextlib.contextmanager
+def mongodb_uri_for(
+    mongodb_uri: str | None, data_dir: Path, cache_size: str = "1G"
+) -> Iterator[str]:
+    """The MongoDB URI a one-shot command (migrate, generate, client add) should use: the
+    configured one, or an embedded server on the data dir, started here and stopped after."""
+    if mongodb_uri is not None:
+        yield mongodb_uri
+        return
+    embedded = EmbeddedServers(data_dir, with_redis=False, cache_size=cache_size)
+    embedded.start()
+    try:
+        assert embedded.mongodb_uri
+        yield embedded.mongodb_uri
+    finally:
+        embedded.stop()

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
-from fhirserver.app import create_app
 from fhirserver.auth.service import AuthService
 from fhirserver.config import Settings
 from fhirserver.scheduling.clock import SettableClock
@@ -27,6 +23,7 @@ from tests.auth.helpers import (
     new_rsa_key,
     public_jwks,
 )
+from tests.thread_server import serve_in_thread
 
 
 @dataclass
@@ -70,24 +67,13 @@ def auth_server(embedded: EmbeddedServers) -> Iterator[AuthServer]:
         demo=False,
     )
     clock = SettableClock()
-    app = create_app(settings, clock)
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
-    )
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("auth test server did not start")
-        time.sleep(0.02)
-    base = settings.base_url()
-    running = AuthServer(base, base.rsplit("/fhir", 1)[0] + "/auth", app, clock, settings)
-    _seed(running)
-    yield running
-    srv.should_exit = True
-    thread.join(timeout=30)
+    with serve_in_thread(settings, clock) as srv:
+        base = settings.base_url()
+        running = AuthServer(
+            base, base.rsplit("/fhir", 1)[0] + "/auth", srv.config.app, clock, settings
+        )
+        _seed(running)
+        yield running
 
 
 BACKEND_KEYS = BackendKeys(rsa=new_rsa_key("rsa-1"), ec=new_ec_key("ec-1"))

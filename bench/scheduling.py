@@ -45,7 +45,7 @@ import orjson
 
 from bench.load import RawConnection, Request, percentile, run_load
 from bench.report import machine_info, write_json
-from bench.server import HOST, ManagedProcess, free_port, tree_cpu_seconds
+from bench.server import HOST, ManagedProcess, free_port, tree_cpu_seconds, wait_healthy
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GRANULE = 15  # the synthetic system's visits are multiples of 15 minutes
@@ -87,15 +87,9 @@ class Server:
         """Start and wait for /health (the index is built before the server is ready)."""
         t0 = time.perf_counter()
         self.proc.spawn()
-        deadline = time.monotonic() + timeout
-        with httpx.Client(timeout=2.0) as client:
-            while time.monotonic() < deadline:
-                self.proc.check_alive()
-                with contextlib.suppress(httpx.HTTPError):
-                    if client.get(f"{self.base}/health").status_code == 200:
-                        self.ready_seconds = time.perf_counter() - t0
-                        return
-                time.sleep(0.25)
+        if wait_healthy(self.proc, self.base, timeout):
+            self.ready_seconds = time.perf_counter() - t0
+            return
         self.proc.stop()
         raise RuntimeError(f"server not ready in {timeout}s:\n{self.proc.log_tail()}")
 

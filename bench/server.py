@@ -123,6 +123,20 @@ class ManagedProcess:
         return code
 
 
+def wait_healthy(process: ManagedProcess, base: str, timeout: float) -> bool:
+    """Poll `base`/health until it answers 200 (True) or the deadline passes (False);
+    raises if the process dies meanwhile."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            process.check_alive()
+            with contextlib.suppress(httpx.HTTPError):
+                if client.get(f"{base}/health").status_code == 200:
+                    return True
+            time.sleep(0.25)
+    return False
+
+
 @dataclass
 class StoreProcess:
     """SecantusDB as its own process (`secantusd-py`), configured like the embedded one."""
@@ -202,14 +216,8 @@ class ServerProcess:
             argv.append("--no-demo")
         self.process = ManagedProcess("fhirserver", argv, self.log_path, env)
         self.process.spawn()
-        deadline = time.monotonic() + timeout
-        with httpx.Client(timeout=2.0) as client:
-            while time.monotonic() < deadline:
-                self.process.check_alive()
-                with contextlib.suppress(httpx.HTTPError):
-                    if client.get(f"{self.base}/health").status_code == 200:
-                        return
-                time.sleep(0.25)
+        if wait_healthy(self.process, self.base, timeout):
+            return
         tail = self.process.log_tail()
         self.stop()
         raise RuntimeError(f"fhirserver not ready within {timeout}s; log tail:\n{tail}")

@@ -14,6 +14,7 @@ from fhirserver import __version__
 from fhirserver.api import auth_routes, health, metadata, publish, routes, scheduling
 from fhirserver.api.errors import install_error_handlers
 from fhirserver.api.observability import ObservabilityMiddleware
+from fhirserver.auth.service import AuthApiError
 from fhirserver.config import Settings
 from fhirserver.context import AppContext
 from fhirserver.scheduling.clock import Clock
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     fhir.include_router(routes.router)
     app.include_router(fhir)
     app.include_router(auth_routes.router)
+    app.add_exception_handler(AuthApiError, auth_routes.on_auth_api_error)
     # The base itself takes transaction/batch Bundles (a router cannot own an empty path).
     app.add_api_route(
         settings.base_path, routes.transaction, methods=["POST"], summary="transaction / batch"

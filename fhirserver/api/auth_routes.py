@@ -49,6 +49,18 @@ def _auth(request: Request) -> AuthService:
     return auth
 
 
+async def _bearer(request: Request) -> tuple[AuthService, Any]:
+    """The auth service and the verified Bearer token of a protected JSON endpoint."""
+    auth = _auth(request)
+    return auth, await run_in_threadpool(auth.bearer, request.headers.get("authorization"))
+
+
+async def on_auth_api_error(request: Request, exc: Exception) -> Response:
+    """The OAuth-style JSON error (with WWW-Authenticate on 401/403) for AuthApiError."""
+    assert isinstance(exc, AuthApiError)
+    return _api_error(exc)
+
+
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(
         orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
@@ -159,28 +171,19 @@ def _first(pairs: list[tuple[str, str]], name: str) -> str:
 @wellknown_router.get("/.well-known/smart-configuration", summary="SMART configuration")
 async def smart_configuration(request: Request) -> Response:
     """SMART App Launch discovery document."""
-    try:
-        return _json(_auth(request).smart_configuration(), headers=CORS)
-    except AuthApiError as exc:
-        return _api_error(exc)
+    return _json(_auth(request).smart_configuration(), headers=CORS)
 
 
 @wellknown_router.get("/.well-known/openid-configuration", summary="OpenID configuration")
 async def openid_configuration(request: Request) -> Response:
     """OpenID Connect discovery document (for id_token validation)."""
-    try:
-        return _json(_auth(request).openid_configuration(), headers=CORS)
-    except AuthApiError as exc:
-        return _api_error(exc)
+    return _json(_auth(request).openid_configuration(), headers=CORS)
 
 
 @router.get("/jwks", summary="token signing keys")
 async def jwks(request: Request) -> Response:
     """The public keys that sign access and id tokens (current and previous)."""
-    try:
-        auth = _auth(request)
-    except AuthApiError as exc:
-        return _api_error(exc)
+    auth = _auth(request)
     return _json(await run_in_threadpool(auth.jwks), headers=CORS)
 
 
@@ -305,11 +308,8 @@ async def logout(request: Request) -> Response:
 
 
 async def _endpoint(request: Request, name: str, cors: bool) -> Response:
-    try:
-        auth = _auth(request)
-        form = await _form(request)
-    except AuthApiError as exc:
-        return _api_error(exc)
+    auth = _auth(request)
+    form = await _form(request)
     fn = {"token": auth.token, "introspect": auth.introspect, "revoke": auth.revoke}[name]
     response = await run_in_threadpool(fn, dict(request.headers), form)
     return _oauth(response, cors=cors)
@@ -352,67 +352,47 @@ async def preflight(request: Request) -> Response:
 @router.post("/launch", summary="create an EHR launch context")
 async def create_launch(request: Request) -> Response:
     """Body {"patient": id, "encounter"?: id, "client_id"?: id}; needs fhirserver:launch."""
-    try:
-        auth = _auth(request)
-        record = await run_in_threadpool(auth.bearer, request.headers.get("authorization"))
-        body = await _json_body(request)
-        patient = body.get("patient")
-        if patient is not None:
-            if not isinstance(patient, str):
-                raise AuthApiError(400, "invalid_request", "patient must be a string id")
-            patient = patient.removeprefix("Patient/")
-            if await get_patient(_ctx(request).store, patient) is None:
-                raise AuthApiError(400, "invalid_request", f"Patient/{patient} is not known")
-        encounter, client_id = body.get("encounter"), body.get("client_id")
-        if not isinstance(encounter, str | None) or not isinstance(client_id, str | None):
-            raise AuthApiError(400, "invalid_request", "encounter and client_id are strings")
-        result = await run_in_threadpool(auth.create_launch, record, patient, encounter, client_id)
-    except AuthApiError as exc:
-        return _api_error(exc)
+    auth, record = await _bearer(request)
+    body = await _json_body(request)
+    patient = body.get("patient")
+    if patient is not None:
+        if not isinstance(patient, str):
+            raise AuthApiError(400, "invalid_request", "patient must be a string id")
+        patient = patient.removeprefix("Patient/")
+        if await get_patient(_ctx(request).store, patient) is None:
+            raise AuthApiError(400, "invalid_request", f"Patient/{patient} is not known")
+    encounter, client_id = body.get("encounter"), body.get("client_id")
+    if not isinstance(encounter, str | None) or not isinstance(client_id, str | None):
+        raise AuthApiError(400, "invalid_request", "encounter and client_id are strings")
+    result = await run_in_threadpool(auth.create_launch, record, patient, encounter, client_id)
     return _json(result, 201, NO_STORE)
 
 
 @router.post("/clients", summary="register a client")
 async def register_client(request: Request) -> Response:
     """Needs a token with fhirserver:admin or system/*.* (docs/auth.md)."""
-    try:
-        auth = _auth(request)
-        record = await run_in_threadpool(auth.bearer, request.headers.get("authorization"))
-        spec = await _json_body(request)
-        result = await run_in_threadpool(auth.register_client, record, spec)
-    except AuthApiError as exc:
-        return _api_error(exc)
+    auth, record = await _bearer(request)
+    spec = await _json_body(request)
+    result = await run_in_threadpool(auth.register_client, record, spec)
     return _json(result, 201, NO_STORE)
 
 
 @router.get("/clients", summary="list clients")
 async def list_clients(request: Request) -> Response:
-    try:
-        auth = _auth(request)
-        record = await run_in_threadpool(auth.bearer, request.headers.get("authorization"))
-        result = await run_in_threadpool(auth.list_clients, record)
-    except AuthApiError as exc:
-        return _api_error(exc)
+    auth, record = await _bearer(request)
+    result = await run_in_threadpool(auth.list_clients, record)
     return _json(result, 200, NO_STORE)
 
 
 @router.get("/clients/{client_id}", summary="read a client")
 async def read_client(request: Request, client_id: str) -> Response:
-    try:
-        auth = _auth(request)
-        record = await run_in_threadpool(auth.bearer, request.headers.get("authorization"))
-        result = await run_in_threadpool(auth.get_client, record, client_id)
-    except AuthApiError as exc:
-        return _api_error(exc)
+    auth, record = await _bearer(request)
+    result = await run_in_threadpool(auth.get_client, record, client_id)
     return _json(result, 200, NO_STORE)
 
 
 @router.delete("/clients/{client_id}", summary="delete a client")
 async def delete_client(request: Request, client_id: str) -> Response:
-    try:
-        auth = _auth(request)
-        record = await run_in_threadpool(auth.bearer, request.headers.get("authorization"))
-        await run_in_threadpool(auth.delete_client, record, client_id)
-    except AuthApiError as exc:
-        return _api_error(exc)
+    auth, record = await _bearer(request)
+    await run_in_threadpool(auth.delete_client, record, client_id)
     return Response(status_code=204)

@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from fhirserver.scheduling import visit_types as vt
+from fhirserver.scheduling.criteria import MAX_YEAR, MIN_YEAR
 from fhirserver.scheduling.hours import (
     Span,
     chain_hours,
@@ -115,7 +116,7 @@ def parse_generated_slot_id(slot_id: str) -> tuple[datetime, int, str] | None:
     except ValueError:
         return None
     minutes = int(m.group(2))
-    if not 1900 <= start.year < 2200:  # no schedule offers time there (and no overflow)
+    if not MIN_YEAR <= start.year < MAX_YEAR:  # no schedule offers time there
         return None
     return (start, minutes, m.group(3)) if minutes > 0 else None
 

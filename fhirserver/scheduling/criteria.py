@@ -109,7 +109,7 @@ def criteria_from(values: dict[str, list[Any]], now: datetime) -> FindCriteria:
         locations=[ref_id(v, "Location") for v in values.get("location", [])],
         location_strings=list(values.get("location-string", [])),
         patient=ref_id(patient, "Patient") if patient else None,
-        coverage=list(values.get("coverage", [])),
+        coverage=[str(v).strip() for v in values.get("coverage", [])],
         reasons=list(values.get("reason", [])),
         languages=[code_of(v) for v in values.get("language", [])],
         near=parse_near(near) if near else None,

@@ -37,4 +37,4 @@ def accepted_plans(role: Json) -> set[str]:
 
 def takes_any(role: Json, plans: Iterable[str]) -> bool:
     """Whether the role accepts one of `plans` ("system|value" or "value" tokens)."""
-    return bool(accepted_plans(role) & {p.strip() for p in plans})
+    return bool(accepted_plans(role) & set(plans))

@@ -118,11 +118,9 @@ class GeneratedSlots:
             free_ids = {c.slot_id for c in free}
             taken = [c for c in every if c.slot_id not in free_ids]
             kinds = await self._kinds(actors, window, now)
-            for status in ("busy-tentative", "busy"):
-                out += slots_by_id(
-                    [c for c in taken if (_only_holds(c, kinds)) == (status == "busy-tentative")],
-                    status,
-                )
+            held = [c for c in taken if _only_holds(c, kinds)]
+            out += slots_by_id(held, "busy-tentative")
+            out += slots_by_id([c for c in taken if c not in held], "busy")
         out.sort(key=lambda s: (s["start"], s["id"]))
         return out
 

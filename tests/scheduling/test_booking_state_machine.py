@@ -64,10 +64,6 @@ HOLD_MINUTES = 5  # $hold's default window
 # model and the server agree on "now" to the microsecond).
 ADVANCE_MINUTES = (2, 7)
 PATIENTS = 3
-# $book with cancelled-appt-id may move onto time the old appointment itself claims (a
-# 60-minute visit at 09:00 to 30 minutes at 09:30): the rules must offer the slot, and the
-# claims guard decides after the old appointment is cancelled in the same transaction.
-RESCHEDULE_SEES_OWN_TIME = False
 # A short bookable morning keeps contention high: 6 FOLLOW_UP and 3 NEW_PATIENT slots.
 OPEN, CLOSE = (9, 0), (12, 0)
 QUARTERS = 12  # direct POSTs start at a quarter hour in [OPEN, CLOSE)
@@ -481,8 +477,8 @@ class BookingMachine(RuleBasedStateMachine):
         """$book an offer with cancelled-appt-id: atomic move, or nothing changes.
 
         Half the time the offer is one overlapping the old appointment (a 60-minute visit
-        moved to 30 minutes inside it, or the reverse), when $find ever offered one; see
-        RESCHEDULE_SEES_OWN_TIME for what that answers.
+        moved to 30 minutes inside it, or the reverse), when $find ever offered one: a
+        reschedule may move onto time its old appointment still claims.
         """
         old = self.model.appts[appt_id]
         inside = sorted(
@@ -502,12 +498,11 @@ class BookingMachine(RuleBasedStateMachine):
                 ("cancelled-appt-id", appt_id),
             ),
         )
-        ignore = None if RESCHEDULE_SEES_OWN_TIME else appt_id
         if self.model.blockers(start, end, actors, self.now) == [old]:
             BookingMachine.outcomes["reschedule onto its own time"] += 1
         if old.status in ("cancelled", "noshow", "entered-in-error", "fulfilled"):
             self.expect(r, 422)  # refused before availability is looked at
-        elif self.model.blockers(start, end, actors, self.now, ignore=ignore):
+        elif self.model.blockers(start, end, actors, self.now, ignore=appt_id):
             self.expect(r, 409)
         else:
             self.expect(r, 201)

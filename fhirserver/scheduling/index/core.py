@@ -514,7 +514,7 @@ class AvailabilityIndex:
             allowed = ids if allowed is None else allowed & ids
         if c.specialties or c.organizations or c.accepting_new_patients or c.coverage:
             specs, orgs = set(c.specialties), set(c.organizations)
-            plans = {p.strip() for p in c.coverage}
+            plans = set(c.coverage)
             own = {ref.split("/", 1)[1] for ref in established if ref.startswith("Practitioner/")}
             pool: Iterable[_Role] = (
                 [self.roles[r] for code in specs for r in self.roles_by_spec.get(code, ())]

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     availability_index: bool = True
     # SMART authorization server (docs/auth.md). Clients upserted from this JSON file on start.
     clients_file: Path | None = None
+    # Every FHIR request needs a bearer token (docs/auth.md). Off only for development and
+    # the core test suite: every request then acts as a trusted system client.
+    auth_required: bool = True
     auth_access_token_seconds: int = 3600
     auth_refresh_token_days: int = 90
     auth_session_minutes: int = 480

@@ -1,0 +1,43 @@
+"""Who is making a FHIR request: the identity the access policy and the audit trail see.
+
+The request's bearer token is verified once (api/security.py) and the result is put on
+`request.state.principal`; everything downstream reads it from there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fhirserver.auth.scopes import Scopes
+
+#: Roles a user can have; a token without a user is a "system" principal.
+USER_ROLES = ("patient", "practitioner", "staff", "auditor", "admin")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The verified caller of one request."""
+
+    role: str  # one of USER_ROLES, or "system" (backend services), or "trusted" (auth off)
+    client_id: str | None
+    scopes: Scopes
+    user_id: str | None = None  # the login name, for users
+    fhir_user: str | None = None  # "Practitioner/abc", "Patient/123"
+    patient_id: str | None = None  # launch/patient context or the patient user's own id
+    jti: str | None = None  # the access token's id: logged instead of the token itself
+    organizations: tuple[str, ...] = field(default_factory=tuple)  # "Organization/x" for staff
+
+    @property
+    def is_trusted(self) -> bool:
+        """True when authorization is switched off (development and the core test suite)."""
+        return self.role == "trusted"
+
+    @property
+    def who(self) -> str:
+        """A reference or name for the audit trail: fhirUser, else user, else client."""
+        return self.fhir_user or self.user_id or self.client_id or "anonymous"
+
+
+def trusted_principal() -> Principal:
+    """The principal every request gets when authorization is off (`FHIRSERVER_AUTH_REQUIRED=false`)."""
+    return Principal(role="trusted", client_id=None, scopes=Scopes.parse("system/*.*"))

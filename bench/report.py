@@ -12,7 +12,7 @@ from typing import Any
 from bench.scenarios import CEILING, TARGETS
 
 MODE_LABELS = {"in_process": "embedded store in the server process",
-               "separate_store": "SecantusDB in its own process"}
+               "separate_store": "SecantusDB in its own process (default: the server's child)"}
 
 
 def machine_info() -> dict[str, Any]:

@@ -41,9 +41,9 @@ from bench.server import (
     HOST,
     ManagedProcess,
     ServerProcess,
-    StoreProcess,
+    child_pids,
     free_port,
-    tree_cpu_seconds,
+    process_cpu_seconds,
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -141,22 +141,17 @@ def check_scenario(base: str, scenario: Scenario) -> dict[str, Any]:
 
 def cpu_probe(processes: dict[str, int]) -> Callable[[], dict[str, float]]:
     """CPU seconds of each named process tree."""
-    return lambda: {name: tree_cpu_seconds(pid) for name, pid in processes.items()}
+    return lambda: {name: process_cpu_seconds(pid) for name, pid in processes.items()}
 
 
 @contextlib.contextmanager
-def running(server: ServerProcess, store: StoreProcess | None = None) -> Iterator[None]:
-    """Start the store (if any) and the server; always stop both."""
+def running(server: ServerProcess) -> Iterator[None]:
+    """Start the server (and so its embedded store); always stop it."""
     try:
-        if store is not None:
-            store.start()
-            server.mongodb_uri = store.uri
         server.start()
         yield
     finally:
         server.stop()
-        if store is not None:
-            store.stop()
 
 
 def client_capacity(cfg: Config, work: Path) -> dict[str, Any]:
@@ -190,15 +185,15 @@ def client_capacity(cfg: Config, work: Path) -> dict[str, Any]:
 
 def run_mode(cfg: Config, work: Path, mode: str, names: list[str],
              profile_with_py_spy: bool) -> dict[str, Any]:
-    """Start a server (store in process or separate), seed, measure `names`."""
-    store = StoreProcess(work / f"{mode}-store", work / f"{mode}-store.log") \
-        if mode == "separate_store" else None
-    server = ServerProcess(work / f"{mode}-data", work / f"{mode}-server.log")
+    """Start a server (store in its process, or the default: a child process), seed,
+    measure `names`."""
+    env = {"FHIRSERVER_EMBEDDED_STORE_IN_PROCESS": "true"} if mode == "in_process" else {}
+    server = ServerProcess(work / f"{mode}-data", work / f"{mode}-server.log", extra_env=env)
     out: dict[str, Any] = {"scenarios": {}}
-    with running(server, store):
+    with running(server):
         procs = {"fhirserver": server.pid}
-        if store is not None and store.process is not None:
-            procs["secantusd"] = store.process.pid
+        for child in child_pids(server.pid):
+            procs["secantusd"] = child
         log(f"{mode}: server on {server.base}, seeding {cfg.patients} patients, "
             f"{cfg.slots} slots")
         info = seed(server.base, cfg.patients, cfg.slots)

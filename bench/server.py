@@ -40,13 +40,23 @@ def venv_tool(name: str) -> str | None:
     return shutil.which(name)
 
 
-def _children(pid: int) -> list[int]:
+def child_pids(pid: int) -> list[int]:
     """Direct children of `pid`, from /proc (Linux); empty elsewhere."""
     path = Path(f"/proc/{pid}/task/{pid}/children")
     try:
         return [int(p) for p in path.read_text().split()]
     except OSError:
         return []
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User+system CPU seconds of one process, without its children (0.0 when unreadable)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -62,7 +72,7 @@ def tree_cpu_seconds(pid: int) -> float:
             continue
         fields = stat.rsplit(")", 1)[1].split()
         total += (int(fields[11]) + int(fields[12])) / tick
-        todo.extend(_children(current))
+        todo.extend(child_pids(current))
     return total
 
 
@@ -138,46 +148,6 @@ def wait_healthy(process: ManagedProcess, base: str, timeout: float) -> bool:
 
 
 @dataclass
-class StoreProcess:
-    """SecantusDB as its own process (`secantusd-py`), configured like the embedded one."""
-
-    data_dir: Path
-    log_path: Path
-    port: int = field(default_factory=free_port)
-    process: ManagedProcess | None = None
-
-    @property
-    def uri(self) -> str:
-        """The MongoDB URI the server should use."""
-        return f"mongodb://{HOST}:{self.port}/?directConnection=true"
-
-    def start(self, timeout: float = 60.0) -> None:
-        """Start secantusd-py and wait until its port accepts connections."""
-        exe = venv_tool("secantusd-py")
-        if exe is None:
-            raise RuntimeError("secantusd-py not found (install the 'embedded' extra)")
-        argv = [exe, "--host", HOST, "--port", str(self.port),
-                "--storage-path", str(self.data_dir), "--cache-size", "1G",
-                "--sync-on-commit", "--log-level", "WARNING"]
-        self.process = ManagedProcess("secantusd-py", argv, self.log_path)
-        self.process.spawn()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.process.check_alive()
-            with contextlib.suppress(OSError), socket.create_connection((HOST, self.port), 0.5):
-                return
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"secantusd-py did not listen on {self.port} within {timeout}s")
-
-    def stop(self) -> None:
-        """Stop the store with SIGTERM."""
-        if self.process is not None:
-            self.process.stop()
-            self.process = None
-
-
-@dataclass
 class ServerProcess:
     """`python -m fhirserver.cli serve` on a free port and its own data directory."""
 
@@ -186,6 +156,7 @@ class ServerProcess:
     demo: bool = False
     mongodb_uri: str | None = None
     wrapper: Sequence[str] = ()
+    extra_env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     process: ManagedProcess | None = None
 
@@ -210,6 +181,7 @@ class ServerProcess:
         env["PYTHONUNBUFFERED"] = "1"
         if self.mongodb_uri:
             env["MONGODB_URI"] = self.mongodb_uri
+        env.update(self.extra_env)
         argv = [sys.executable, *self.wrapper, "-m", "fhirserver.cli", "serve",
                 "--host", HOST, "--port", str(self.port), "--data-dir", str(self.data_dir)]
         if not self.demo:

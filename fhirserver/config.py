@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     # Claims granule: every booked minute is claimed in granules of this size (docs/scheduling.md).
     claim_granule_minutes: int = 5
     embedded_cache_size: str = "1G"
+    # The embedded SecantusDB runs as a child process (its own GIL and core); true keeps it
+    # in the server's process (bench/results/core.txt compares the two).
+    embedded_store_in_process: bool = False
     # Mounts GET /fhir/_noop: the same stack answering with constant bytes (bench ceiling).
     bench_endpoints: bool = False
     # HTTP keep-alive: longer than a load balancer's idle timeout (60 s is common), so the

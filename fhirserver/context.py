@@ -10,6 +10,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from fhirserver.access.current import check_write_hook
 from fhirserver.auth.service import AuthService
 from fhirserver.config import Settings
 from fhirserver.fhir.indexing import extract_index
@@ -81,6 +82,7 @@ class AppContext:
                 with_mongo=mongo_uri is None,
                 with_redis=redis_url is None,
                 cache_size=settings.embedded_cache_size,
+                in_process=settings.embedded_store_in_process,
             )
             embedded.start()
             mongo_uri = mongo_uri or embedded.mongodb_uri
@@ -93,6 +95,8 @@ class AppContext:
         service = FhirService(mongo, store)
         claims = ClaimsRepository(mongo.db)
         granule = settings.claim_granule_minutes
+        # The access policy sees every write first (REST, transaction entries, $hold, $book).
+        service.add_write_hook(check_write_hook)
         # Every Appointment write passes the claims guard inside its own transaction.
         guard = BookingGuard(store, claims, clock, granule_minutes=granule)
         service.add_write_hook(guard.on_write)

@@ -1,7 +1,13 @@
-"""Session fixtures: real servers, started once per test session."""
+"""Session fixtures: real servers, started once per test session.
+
+The FHIR core, scheduling and storage tests exercise FHIR behaviour, so the servers they
+start run with authorization off (every request a trusted system client). tests/auth and
+tests/access turn it on in their settings and drive real tokens.
+"""
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -11,6 +17,8 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from fhirserver.storage.embedded import EmbeddedServers
+
+os.environ.setdefault("FHIRSERVER_AUTH_REQUIRED", "false")
 
 
 @pytest.fixture(scope="session")

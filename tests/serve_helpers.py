@@ -110,3 +110,19 @@ def kill_redis_server(data_dir: Path) -> None:
     if pid is not None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def store_pid(server_pid: int) -> int | None:
+    """The pid of the embedded SecantusDB child process of a running `fhirserver serve`."""
+    try:
+        children = Path(f"/proc/{server_pid}/task/{server_pid}/children").read_text().split()
+    except OSError:
+        return None
+    for child in children:
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"fhirserver.storage.store_process" in cmdline:
+            return int(child)
+    return None

@@ -30,7 +30,7 @@ from fhirserver.storage.claims import Problem, find_overlaps
 from fhirserver.storage.embedded import EmbeddedServers
 from tests.api.conftest import free_port
 from tests.api.scheduling_factories import bookable_practitioner, patient_id
-from tests.serve_helpers import kill_redis_server, start_server, stop, wait_ready
+from tests.serve_helpers import kill_redis_server, start_server, stop, store_pid, wait_ready
 
 Json = dict[str, Any]
 FHIR = {"Content-Type": "application/fhir+json"}
@@ -278,6 +278,10 @@ async def test_sigkill_mid_storm_keeps_acknowledged_bookings_and_claims(tmp_path
         finally:
             ledger.killed = True
             ledger.in_flight_at_kill = ledger.in_flight
+            # A power cut: the store dies as abruptly as the server, with no flush.
+            store = store_pid(proc.pid)
+            assert store is not None, "no embedded store child process"
+            os.kill(store, signal.SIGKILL)
             os.kill(proc.pid, signal.SIGKILL)
         assert await asyncio.to_thread(proc.wait, 30) == -signal.SIGKILL
         storm = time.monotonic() - storm_began

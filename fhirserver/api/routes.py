@@ -10,8 +10,10 @@ import orjson
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import Response
 
+from fhirserver.access.policy import AccessPolicy
 from fhirserver.api.negotiation import PATCH_TYPES, check_format, read_body, strict_handling
 from fhirserver.api.responses import fhir_response, read_response, write_response
+from fhirserver.api.security import authorize, request_policy
 from fhirserver.context import AppContext
 from fhirserver.fhir.bundles import bundle_bytes, history_entry
 from fhirserver.fhir.errors import BadRequest, NotFound
@@ -27,10 +29,11 @@ ID_RE = r"^[A-Za-z0-9\-\.]{1,64}$"
 Params = list[tuple[str, str]]
 
 
-def get_ctx(request: Request) -> AppContext:
-    """The application context (dependency)."""
+async def get_ctx(request: Request) -> AppContext:
+    """The application context, once the request is authorized (dependency)."""
     ctx: AppContext = request.app.state.ctx
     check_format(request)
+    await authorize(request, ctx)
     return ctx
 
 
@@ -51,12 +54,15 @@ def query_params(request: Request) -> Params:
     return parse_qsl(request.url.query, keep_blank_values=True)
 
 
-async def run_search(ctx: AppContext, rtype: str, params: Params, strict: bool) -> bytes:
-    """Parse, execute and render one search (also used by transaction GET entries)."""
+async def run_search(
+    ctx: AppContext, rtype: str, params: Params, strict: bool, policy: AccessPolicy | None
+) -> bytes:
+    """Parse, execute and render one search (also used by transaction GET entries), of
+    what `policy` lets the caller see."""
     require_type(rtype)
     cursor = next((v for k, v in params if k == "_cursor"), None)
     spec = parse_search(rtype, [(k, v) for k, v in params if k != "_cursor"], strict=strict)
-    page = await ctx.searcher.page(spec, cursor, strict)
+    page = await ctx.searcher.page(spec, cursor, strict, policy)
     return search_bundle(
         spec, page, base_url=ctx.settings.base_url(), path=rtype, cursor_token=cursor
     )
@@ -66,6 +72,7 @@ async def run_search(ctx: AppContext, rtype: str, params: Params, strict: bool) 
 async def history_system(request: Request, ctx: Ctx) -> Response:
     """Every version of every resource, newest first."""
     _label(request, "history-system")
+    _unrestricted_history(request, None)
     return fhir_response(await _history(ctx, request, None, None))
 
 
@@ -74,12 +81,15 @@ async def search_get(request: Request, ctx: Ctx, rtype: TypePath) -> Response:
     """Search a type with query parameters (Slot by schedule: the bookable slots)."""
     _label(request, "search-type", rtype)
     params = query_params(request)
+    policy = request_policy(request)
     if rtype == "Slot" and is_availability_view(params):
+        if policy is not None:
+            await policy.grant("Slot", "s")
         slots = await availability_view(ctx.generated_slots, params, ctx.clock.now())
         return fhir_response(
             view_page(slots, params, ctx.settings.base_url(), ctx.settings.default_page_size)
         )
-    return fhir_response(await run_search(ctx, rtype, params, strict_handling(request)))
+    return fhir_response(await run_search(ctx, rtype, params, strict_handling(request), policy))
 
 
 @router.post("/{rtype}/_search", summary="search-type (POST)")
@@ -91,7 +101,8 @@ async def search_post(request: Request, ctx: Ctx, rtype: TypePath) -> Response:
         raise BadRequest("POST _search takes application/x-www-form-urlencoded parameters")
     body = (await request.body()).decode("utf-8", "replace")
     params = query_params(request) + parse_qsl(body, keep_blank_values=True)
-    return fhir_response(await run_search(ctx, rtype, params, strict_handling(request)))
+    policy = request_policy(request)
+    return fhir_response(await run_search(ctx, rtype, params, strict_handling(request), policy))
 
 
 @router.get("/{rtype}/_history", summary="history-type")
@@ -99,6 +110,7 @@ async def history_type(request: Request, ctx: Ctx, rtype: TypePath) -> Response:
     """Every version of every resource of a type, newest first."""
     _label(request, "history-type", rtype)
     require_type(rtype)
+    _unrestricted_history(request, rtype)
     return fhir_response(await _history(ctx, request, rtype, None))
 
 
@@ -107,8 +119,22 @@ async def history_instance(request: Request, ctx: Ctx, rtype: TypePath, rid: IdP
     """Every version of one resource, newest first."""
     _label(request, "history-instance", rtype)
     require_type(rtype)
+    await _check_read(request, rtype, rid)
     await ctx.store.last_version(rtype, rid) or await ctx.service.read(rtype, rid)
     return fhir_response(await _history(ctx, request, rtype, rid))
+
+
+def _unrestricted_history(request: Request, rtype: str | None) -> None:
+    policy = request_policy(request)
+    if policy is not None:
+        policy.require_unrestricted(rtype, "history")
+
+
+async def _check_read(request: Request, rtype: str, rid: str) -> None:
+    """403 without a read scope for the type, 404 for a resource that is not the caller's."""
+    policy = request_policy(request)
+    if policy is not None:
+        await policy.check_read(rtype, rid)
 
 
 async def _history(ctx: AppContext, request: Request, rtype: str | None, rid: str | None) -> bytes:
@@ -156,6 +182,7 @@ def _instant(value: str | None, name: str) -> datetime | None:
 async def vread(request: Request, ctx: Ctx, rtype: TypePath, rid: IdPath, vid: str) -> Response:
     """One version of a resource."""
     _label(request, "vread", rtype)
+    await _check_read(request, rtype, rid)
     return read_response(await ctx.service.vread(rtype, rid, vid))
 
 
@@ -163,6 +190,7 @@ async def vread(request: Request, ctx: Ctx, rtype: TypePath, rid: IdPath, vid: s
 async def read(request: Request, ctx: Ctx, rtype: TypePath, rid: IdPath) -> Response:
     """The current version of a resource."""
     _label(request, "read", rtype)
+    await _check_read(request, rtype, rid)
     if rtype == "Slot" and parse_generated_slot_id(rid) is not None:
         slot = await ctx.generated_slots.read(rid, ctx.clock.now())
         if slot is None:
@@ -239,8 +267,14 @@ async def transaction(request: Request, ctx: Ctx) -> Response:
     _label(request, "transaction")
     body = await read_body(request, ctx.settings.max_body_bytes)
 
-    async def search(rtype: str, params: Params) -> bytes:
-        return await run_search(ctx, rtype, params, strict_handling(request))
+    policy = request_policy(request)
 
-    processor = BundleProcessor(ctx.service, ctx.settings.base_url(), search)
+    async def search(rtype: str, params: Params) -> bytes:
+        return await run_search(ctx, rtype, params, strict_handling(request), policy)
+
+    async def check_read(rtype: str, rid: str) -> None:
+        if policy is not None:
+            await policy.check_read(rtype, rid)
+
+    processor = BundleProcessor(ctx.service, ctx.settings.base_url(), search, check_read)
     return fhir_response(await processor.process(body))

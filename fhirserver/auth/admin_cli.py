@@ -121,7 +121,9 @@ def cmd_user_add(settings_of: SettingsFactory, args: argparse.Namespace) -> int:
         return 1
 
     def add(service: AuthService) -> int:
-        user = service.add_user(args.username, args.role, password, args.fhir_user, args.name)
+        user = service.add_user(
+            args.username, args.role, password, args.fhir_user, args.name, args.organization
+        )
         print(f"user {user.username} ({user.role}, {user.fhir_user or 'no fhirUser'}) saved")
         return 0
 
@@ -179,6 +181,7 @@ def add_auth_commands(
     uadd.add_argument("--role", required=True, choices=list(ROLES))
     uadd.add_argument("--fhir-user", dest="fhir_user", help="Patient/<id> or Practitioner/<id>")
     uadd.add_argument("--name", default="")
+    uadd.add_argument("--organization", help="Organization/<id> a staff user works for")
     uadd.add_argument("--password", help="(prompted when omitted)")
     uadd.add_argument("--password-stdin", action="store_true", dest="password_stdin")
     uadd.add_argument("--data-dir", type=Path, dest="data_dir")

@@ -1,4 +1,4 @@
-"""Demo credentials: a confidential client and two users, created once with the demo data.
+"""Demo credentials: a confidential client and one user per role, created once with the demo data.
 
 The secrets are random per database (never a well-known default, since FHIRSERVER_DEMO is
 on by default) and kept in `_meta` so every start prints the same ones.
@@ -16,9 +16,13 @@ DEMO_SCOPE = (
     "openid fhirUser profile launch launch/patient offline_access online_access "
     "patient/*.cruds user/*.cruds system/*.cruds fhirserver:launch"
 )
-DEMO_USERS = (
-    ("demo-practitioner", "practitioner", "Practitioner/pr-ana-garcia", "Dr. Ana Garcia"),
-    ("demo-patient", "patient", "Patient/pat-maria-lopez", "Maria Lopez"),
+# username, role, fhirUser, name, organization
+DEMO_USERS: tuple[tuple[str, str, str | None, str, str | None], ...] = (
+    ("demo-practitioner", "practitioner", "Practitioner/pr-ana-garcia", "Dr. Ana Garcia", None),
+    ("demo-patient", "patient", "Patient/pat-maria-lopez", "Maria Lopez", None),
+    ("demo-staff", "staff", None, "Front desk, Riverside General",
+     "Organization/org-riverside-general"),
+    ("demo-auditor", "auditor", None, "Privacy officer", None),
 )
 
 
@@ -45,10 +49,12 @@ def ensure_demo_credentials(auth: AuthService) -> dict[str, Any]:
             }
         )
     users = []
-    for username, role, fhir_user, name in DEMO_USERS:
-        password = stored["passwords"][username]
+    for username, role, fhir_user, name, organization in DEMO_USERS:
+        password = stored["passwords"].get(username) or auth.store.set_meta_once(
+            f"demo-password:{username}", {"password": new_secret(9)}
+        )["password"]
         if auth.store.get_user(username) is None:
-            auth.add_user(username, role, password, fhir_user, name)
+            auth.add_user(username, role, password, fhir_user, name, organization)
         users.append(
             {"username": username, "password": password, "role": role, "fhir_user": fhir_user}
         )
@@ -72,7 +78,8 @@ def demo_banner(creds: dict[str, Any]) -> str:
     ]
     for user in creds["users"]:
         lines.append(
-            f"  {user['role']:<20} {user['username']} / {user['password']}  ({user['fhir_user']})"
+            f"  {user['role']:<20} {user['username']} / {user['password']}"
+            + (f"  ({user['fhir_user']})" if user["fhir_user"] else "")
         )
     lines += [
         "  get a system token:",

@@ -134,6 +134,7 @@ class User:
     name: str = ""
     password_hash: str | None = None
     disabled: bool = False
+    organization: str | None = None  # "Organization/x": the organization a staff user works for
 
     def get_user_id(self) -> str:
         return self.username
@@ -153,6 +154,7 @@ class User:
             "name": self.name,
             "password_hash": self.password_hash,
             "disabled": self.disabled,
+            "organization": self.organization,
         }
 
     @classmethod
@@ -164,6 +166,7 @@ class User:
             name=doc.get("name", ""),
             password_hash=doc.get("password_hash"),
             disabled=bool(doc.get("disabled", False)),
+            organization=doc.get("organization"),
         )
 
 

@@ -39,5 +39,5 @@ class Principal:
 
 
 def trusted_principal() -> Principal:
-    """The principal every request gets when authorization is off (`FHIRSERVER_AUTH_REQUIRED=false`)."""
+    """What every request acts as when authorization is off (FHIRSERVER_AUTH_REQUIRED=false)."""
     return Principal(role="trusted", client_id=None, scopes=Scopes.parse("system/*.*"))

@@ -632,6 +632,7 @@ class AuthService:
         password: str,
         fhir_user: str | None = None,
         name: str = "",
+        organization: str | None = None,
     ) -> User:
         """Create or replace a user (password hashed with scrypt)."""
         if role not in ROLES:
@@ -642,9 +643,12 @@ class AuthService:
             ("Practitioner/", "PractitionerRole/")
         ):
             raise ValueError("a practitioner user needs --fhir-user Practitioner/<id>")
+        if role == "staff" and not (organization or "").startswith("Organization/"):
+            raise ValueError("a staff user needs --organization Organization/<id>")
         if not username or len(username) > 100:
             raise ValueError("username must be 1-100 characters")
-        user = User(username, role, fhir_user, name, hash_password(password))
+        user = User(username, role, fhir_user, name, hash_password(password),
+                    organization=organization)
         self.store.upsert_user(user)
         return user
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import orjson
 
+from fhirserver.access.visibility import and_filters
 from fhirserver.fhir.bundles import Entry, bundle_bytes
 from fhirserver.fhir.errors import BadRequest, warning_outcome
 from fhirserver.fhir.paging import (
@@ -32,6 +33,9 @@ from fhirserver.fhir.searchparams import SEARCH_PARAMS
 from fhirserver.fhir.subsetting import subset
 from fhirserver.fhir.types import RESOURCE_TYPES
 from fhirserver.storage.resources import ResourceStore
+
+if TYPE_CHECKING:
+    from fhirserver.access.policy import AccessPolicy
 
 Doc = dict[str, Any]
 Params = list[tuple[str, str]]
@@ -65,14 +69,21 @@ class Searcher:
         self.store = store
         self.limits = limits
 
-    async def resolve_filter(self, spec: SearchSpec, strict: bool) -> Doc:
-        """The spec's filter with chains and `near` turned into id constraints."""
+    async def resolve_filter(
+        self, spec: SearchSpec, strict: bool, policy: AccessPolicy | None = None
+    ) -> Doc:
+        """The spec's filter with chains and `near` turned into id constraints, narrowed to
+        what `policy` lets the caller search (chained types too: no probing through them)."""
         clauses: list[Doc] = [spec.filter] if spec.filter else []
+        if policy is not None:
+            allowed = await policy.search_filter(spec.resource_type)
+            if allowed:
+                clauses.append(allowed)
         for chain in spec.chains:
             sub = parse_search(chain.target_type, chain.params, strict=strict)
             if sub.chains:
                 raise BadRequest("chained parameters are supported one level deep")
-            sub_filter = await self.resolve_filter(sub, strict)
+            sub_filter = await self.resolve_filter(sub, strict, policy)
             ids = await self.store.ids(chain.target_type, sub_filter, self.limits.max_chain_ids)
             clauses.append(chain_filter(chain, ids))
         if spec.near is not None:
@@ -93,13 +104,18 @@ class Searcher:
                 )
             ]
             clauses.append({"_id": {"$in": ids}})
-        if not clauses:
-            return {}
-        return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+        return and_filters(*clauses)
 
-    async def page(self, spec: SearchSpec, cursor_token: str | None, strict: bool) -> Page:
-        """Fetch one page for `spec` starting at `cursor_token` (None = first page)."""
-        query = await self.resolve_filter(spec, strict)
+    async def page(
+        self,
+        spec: SearchSpec,
+        cursor_token: str | None,
+        strict: bool,
+        policy: AccessPolicy | None = None,
+    ) -> Page:
+        """Fetch one page for `spec` starting at `cursor_token` (None = first page), of
+        what `policy` (None: everything) lets the caller see."""
+        query = await self.resolve_filter(spec, strict, policy)
         want_total = spec.total != "none"
         if spec.summary == "count":
             return Page(matches=[], total=await self.store.count(spec.resource_type, query))
@@ -142,11 +158,18 @@ class Searcher:
             # An empty page reached by a cursor: offer the way back (or forward).
             result.prev_cursor = encode_cursor(cursor.values, False) if cursor.forward else None
             result.next_cursor = None if cursor.forward else encode_cursor(cursor.values, True)
-        result.included = await self.included(spec, docs)
+        result.included = await self.included(spec, docs, policy)
         return result
 
-    async def included(self, spec: SearchSpec, docs: Sequence[Doc]) -> list[tuple[str, Doc]]:
-        """Resources pulled in by _include and _revinclude for this page's matches."""
+    async def included(
+        self, spec: SearchSpec, docs: Sequence[Doc], policy: AccessPolicy | None = None
+    ) -> list[tuple[str, Doc]]:
+        """Resources pulled in by _include and _revinclude for this page's matches: only
+        those `policy` lets the caller read."""
+
+        async def allowed(rtype: str, query: Doc) -> Doc:
+            return and_filters(query, await policy.include_filter(rtype)) if policy else query
+
         if not docs or not (spec.includes or spec.revincludes):
             return []
         seen: set[str] = {f"{spec.resource_type}/{d['_id']}" for d in docs}
@@ -163,7 +186,8 @@ class Searcher:
                     by_type.setdefault(rtype, []).append(rid)
             for rtype, ids in by_type.items():
                 for d in await self.store.find(
-                    rtype, {"_id": {"$in": ids}}, limit=self.limits.max_include
+                    rtype, await allowed(rtype, {"_id": {"$in": ids}}),
+                    limit=self.limits.max_include,
                 ):
                     key = f"{rtype}/{d['_id']}"
                     if key not in seen:
@@ -175,6 +199,7 @@ class Searcher:
             if not params:
                 continue
             query = {"$or": [{f"idx.{p}": {"$in": targets}} for p in params]}
+            query = await allowed(inc.source_type, query)
             for d in await self.store.find(inc.source_type, query, limit=self.limits.max_include):
                 key = f"{inc.source_type}/{d['_id']}"
                 if key not in seen:

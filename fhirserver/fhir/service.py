@@ -14,6 +14,7 @@ import jsonpatch
 import orjson
 from pymongo.asynchronous.client_session import AsyncClientSession
 
+from fhirserver.access.current import current_policy
 from fhirserver.fhir.errors import BadRequest, Conflict, NotFound, PreconditionFailed, Unprocessable
 from fhirserver.fhir.search import parse_search
 from fhirserver.fhir.types import is_supported
@@ -106,7 +107,14 @@ class FhirService:
     async def match(
         self, resource_type: str, params: Params, session: AsyncClientSession | None = None
     ) -> list[str]:
-        """Ids matching conditional criteria (at most max_conditional+1 looked up)."""
+        """Ids matching conditional criteria (at most max_conditional+1 looked up).
+
+        Only callers who may see every resource of the type use conditional criteria: a
+        match outside the caller's resources would disclose that it exists.
+        """
+        policy = current_policy()
+        if policy is not None:
+            policy.require_unrestricted(resource_type, "conditional create, update and delete")
         spec = parse_search(resource_type, params, strict=True)
         if spec.chains or spec.near:
             raise BadRequest("conditional criteria may not use chained or near parameters")

@@ -24,6 +24,7 @@ from fhirserver.storage.resources import Stored, format_instant, new_id
 
 Doc = dict[str, Any]
 SearchFn = Callable[[str, list[tuple[str, str]]], Awaitable[bytes]]
+ReadCheckFn = Callable[[str, str], Awaitable[None]]  # 403/404 unless the caller may read
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 
@@ -142,10 +143,17 @@ def _entry(result: WriteResult, base_url: str) -> Entry:
 class BundleProcessor:
     """Processes transaction and batch Bundles through the FhirService."""
 
-    def __init__(self, service: FhirService, base_url: str, search: SearchFn) -> None:
+    def __init__(
+        self,
+        service: FhirService,
+        base_url: str,
+        search: SearchFn,
+        check_read: ReadCheckFn | None = None,
+    ) -> None:
         self.service = service
         self.base_url = base_url
         self.search = search
+        self.check_read = check_read
 
     async def process(self, body: object) -> bytes:
         """Run the Bundle; the response Bundle's bytes."""
@@ -283,6 +291,8 @@ class BundleProcessor:
         if r.rid is None:
             raw = await self.search(r.rtype, r.params)
             return Entry(full_url=None, raw=raw, response={"status": "200 OK"})
+        if self.check_read is not None:
+            await self.check_read(r.rtype, r.rid)
         stored: Stored = (
             await svc.vread(r.rtype, r.rid, r.vid) if r.vid else await svc.read(r.rtype, r.rid)
         )

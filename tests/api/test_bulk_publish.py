@@ -34,8 +34,11 @@ async def test_manifest_and_files(client: httpx.AsyncClient) -> None:
     assert mine and {s["status"] for s in mine} == {"free"}
     assert all(s["resourceType"] == "Slot" and s["start"] < s["end"] for s in mine)
 
-    # A booking publishes as busy at once.
-    first = min(mine, key=lambda s: datetime.fromisoformat(s["start"]))
+    # A booking publishes as busy at once. The slot starts an hour from now at the
+    # earliest: one starting this minute may pass before the $book lands.
+    soon = datetime.now(UTC) + timedelta(hours=1)
+    later = [s for s in mine if datetime.fromisoformat(s["start"]) > soon]
+    first = min(later, key=lambda s: datetime.fromisoformat(s["start"]))
     pat = await patient_id(client)
     booked = await client.post("/Appointment/$book", headers=FHIR, json={
         "resourceType": "Parameters", "parameter": [

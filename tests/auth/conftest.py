@@ -19,6 +19,9 @@ from tests.auth.helpers import (
     PASSWORD,
     PUBLIC,
     REDIRECT,
+    SEEDER,
+    SEEDER_SECRET,
+    client_token_sync,
     new_ec_key,
     new_rsa_key,
     public_jwks,
@@ -65,6 +68,7 @@ def auth_server(embedded: EmbeddedServers) -> Iterator[AuthServer]:
         db_name="auth_tests",
         port=port,
         demo=False,
+        auth_required=True,
     )
     clock = SettableClock()
     with serve_in_thread(settings, clock) as srv:
@@ -123,11 +127,23 @@ def _seed(srv: AuthServer) -> None:
             "grant_types": ["client_credentials"],
         }
     )
+    auth.add_client(
+        {
+            "client_id": SEEDER,
+            "type": "confidential-symmetric",
+            "client_secret": SEEDER_SECRET,
+            "scope": "system/*.cruds",
+            "grant_types": ["client_credentials"],
+        }
+    )
     auth.add_user("dr-smith", "practitioner", PASSWORD, "Practitioner/auth-pr-1", "Dr. Smith")
-    auth.add_user("clerk", "staff", PASSWORD, None, "Front Desk")
+    auth.add_user("clerk", "staff", PASSWORD, None, "Front Desk", "Organization/auth-org-1")
     auth.add_user("alice", "patient", PASSWORD, "Patient/auth-pat-1", "Alice Auth")
     auth.add_user("lonely", "patient", PASSWORD, "Patient/auth-pat-404", "No Record")
     with httpx.Client(base_url=srv.fhir_base, timeout=30) as http:
+        http.headers["Authorization"] = "Bearer " + client_token_sync(
+            srv.auth_base, SEEDER, SEEDER_SECRET, "system/*.cruds"
+        )
         for pid, given, family in (
             ("auth-pat-1", "Alice", "Authtest"),
             ("auth-pat-2", "Bob", "Pickme"),

@@ -21,6 +21,7 @@ CONFIDENTIAL_SECRET = "s3cret-conf"
 PUBLIC = "public-app"
 REDIRECT = "http://127.0.0.1:9/callback"
 PASSWORD = "correct horse battery"
+SEEDER, SEEDER_SECRET = "seeder", "s3cret-seeder"  # a backend service with system/*.cruds
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
@@ -246,3 +247,26 @@ async def exchange(
     if auth is None:
         data["client_id"] = params.client_id
     return await http.post(token_url, data=data, auth=auth)
+
+
+def client_token_sync(auth_base: str, client_id: str, secret: str, scope: str) -> str:
+    """A backend-service access token (client_credentials, client_secret_basic)."""
+    r = httpx.post(f"{auth_base}/token", auth=(client_id, secret),
+                   data={"grant_type": "client_credentials", "scope": scope}, timeout=30)
+    assert r.status_code == 200, r.text
+    token: str = r.json()["access_token"]
+    return token
+
+
+async def user_token(
+    http: httpx.AsyncClient, auth_base: str, fhir_base: str, username: str, scope: str,
+    patient: str | None = None,
+) -> str:
+    """An access token for a user of the confidential app: authorize -> login ->
+    (picker) -> consent -> token."""
+    params = AuthRequestParams(client_id=CONFIDENTIAL, scope=scope, aud=fhir_base)
+    query = await authorize(http, auth_base, params, username=username, patient=patient)
+    r = await exchange(http, f"{auth_base}/token", query["code"], params)
+    assert r.status_code == 200, r.text
+    token: str = r.json()["access_token"]
+    return token

@@ -271,7 +271,8 @@ def test_cli_client_user_keys(
     assert '"client_secret"' in out and "private_key_jwt" in out
     assert main(["client", "add", "--id", "x", "--type", "public", "--scope", "openid"]) == 1
     monkeypatch.setattr("sys.stdin", io.StringIO("long enough password\n"))
-    assert main(["user", "add", "--username", "nurse", "--role", "staff", "--password-stdin"]) == 0
+    assert main(["user", "add", "--username", "nurse", "--role", "staff", "--password-stdin",
+                 "--organization", "Organization/o1"]) == 0
     assert main(["keys", "rotate-signing"]) == 0
     assert main(["keys", "rotate-signing"]) == 0
     mongo: MongoClient[dict[str, Any]] = MongoClient(embedded.mongodb_uri)

@@ -77,9 +77,9 @@ async def test_capability_statement_has_oauth_uris(
     assert security["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
 
 
-async def test_fhir_api_still_open_without_tokens(
+async def test_fhir_api_demands_a_token(
     auth_server: AuthServer, http: httpx.AsyncClient
 ) -> None:
-    """Phase 1: the authorization server runs; the FHIR API does not demand tokens yet."""
+    """The FHIR API answers 401 with a Bearer challenge when no token is sent."""
     r = await http.get(f"{auth_server.fhir_base}/Patient/auth-pat-1")
-    assert r.status_code == 200
+    assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")

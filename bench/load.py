@@ -31,11 +31,12 @@ CpuProbe = Callable[[], dict[str, float]]
 
 @dataclass(frozen=True)
 class Request:
-    """One request: method, path (with query) and optional JSON body."""
+    """One request: method, path (with query), optional JSON body and extra headers."""
 
     method: str
     path: str
     body: bytes | None = None
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 RequestFactory = Callable[[random.Random], Request]
@@ -91,6 +92,7 @@ class RawConnection:
                "Accept: application/fhir+json\r\n"
         if req.body is not None:
             head += f"Content-Type: application/fhir+json\r\nContent-Length: {len(req.body)}\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in req.headers)
         writer.write(head.encode() + b"\r\n" + (req.body or b""))
         raw = await reader.readuntil(b"\r\n\r\n")
         status = int(raw[9:12])
@@ -136,7 +138,7 @@ class HttpxEngine:
 
     async def send(self, req: Request) -> int:
         """Send one request, read the whole response, return its status code."""
-        headers = {"Accept": "application/fhir+json"}
+        headers = {"Accept": "application/fhir+json", **dict(req.headers)}
         if req.body is not None:
             headers["Content-Type"] = "application/fhir+json"
         resp = await self.client.request(req.method, req.path, content=req.body,
@@ -230,7 +232,7 @@ async def run_load(
 
     def prefixed(rng: random.Random) -> Request:
         req = make(rng)
-        return Request(req.method, prefix + req.path, req.body)
+        return Request(req.method, prefix + req.path, req.body, req.headers)
 
     now = time.perf_counter()
     window = (now + warmup, now + warmup + seconds)

@@ -12,7 +12,8 @@ from typing import Any
 from bench.scenarios import CEILING, TARGETS
 
 MODE_LABELS = {"in_process": "embedded store in the server process",
-               "separate_store": "SecantusDB in its own process (default: the server's child)"}
+               "separate_store": "SecantusDB in its own process (default: the server's child)",
+               "authorized": "the default, authorization on: every request a system token"}
 
 
 def machine_info() -> dict[str, Any]:
@@ -97,9 +98,11 @@ def summary(modes: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def store_comparison(modes: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Separate-process store vs embedded in the server process: ratios and a verdict."""
-    base, sep = modes["in_process"]["scenarios"], modes["separate_store"]["scenarios"]
+def ratios_between(
+    modes: dict[str, dict[str, Any]], base_mode: str, other_mode: str
+) -> dict[str, dict[str, float | None]]:
+    """Per scenario: `other_mode` throughput and latency over `base_mode`'s."""
+    base, sep = modes[base_mode]["scenarios"], modes[other_mode]["scenarios"]
     ratios: dict[str, dict[str, float | None]] = {}
     for name, r in sep.items():
         b = base.get(name)
@@ -110,6 +113,12 @@ def store_comparison(modes: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "p50": round(r["p50_ms"] / b["p50_ms"], 2) if b["p50_ms"] else None,
             "p99": round(r["p99_ms"] / b["p99_ms"], 2) if b["p99_ms"] else None,
         }
+    return ratios
+
+
+def store_comparison(modes: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Separate-process store vs embedded in the server process: ratios and a verdict."""
+    ratios = ratios_between(modes, "in_process", "separate_store")
     store = [ratios[n]["throughput"] or 0.0 for n in STORE_SCENARIOS if n in ratios]
     gmean = 1.0
     for x in store:
@@ -137,6 +146,16 @@ def format_store_comparison(cmp: dict[str, Any]) -> str:
     lines.append(f"  geometric mean of throughput ratios over {', '.join(STORE_SCENARIOS)}: "
                  f"x{cmp['store_scenarios_geomean']}")
     lines.append(f"  verdict: {cmp['verdict']}")
+    return "\n".join(lines)
+
+
+def format_authorization_cost(modes: dict[str, dict[str, Any]]) -> str:
+    """What checking a token on every request costs: authorized / same server without."""
+    lines = ["authorization on / off, same server configuration, same run "
+             "(throughput <1 = the share authorization takes):"]
+    for name, r in ratios_between(modes, "separate_store", "authorized").items():
+        lines.append(f"  {name:<20} throughput x{r['throughput']}  p50 x{r['p50']}  "
+                     f"p99 x{r['p99']}")
     return "\n".join(lines)
 
 

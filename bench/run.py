@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import json
 import os
 import random
 import shutil
@@ -70,6 +71,7 @@ class Config:
     patients: int = 2000
     slots: int = 2000
     separate_store: bool = True
+    authorized: bool = True
     profiler: str = "auto"
     profile_seconds: float = 8.0
     client_check: bool = True
@@ -86,6 +88,7 @@ class Config:
             patients=max(1, _env_int("BENCH_PATIENTS", 2000)),
             slots=max(1, _env_int("BENCH_SLOTS", 2000)),
             separate_store=os.environ.get("BENCH_SEPARATE_STORE", "1") != "0",
+            authorized=os.environ.get("BENCH_AUTHORIZED", "1") != "0",
             profiler=os.environ.get("BENCH_PROFILE", "auto"),
             profile_seconds=max(1.0, _env_float("BENCH_PROFILE_SECONDS", 8.0)),
             client_check=os.environ.get("BENCH_CLIENT_CHECK", "1") != "0",
@@ -125,7 +128,8 @@ def check_scenario(base: str, scenario: Scenario) -> dict[str, Any]:
     with httpx.Client(timeout=60) as client:
         resp = client.request(req.method, base + req.path, content=req.body,
                               headers={"Accept": "application/fhir+json",
-                                       "Content-Type": "application/fhir+json"})
+                                       "Content-Type": "application/fhir+json",
+                                       **dict(req.headers)})
     out: dict[str, Any] = {"request": f"{req.method} {req.path}", "status": resp.status_code,
                            "ok": resp.status_code < 400}
     if scenario.expect_entries is not None:
@@ -188,19 +192,23 @@ def run_mode(cfg: Config, work: Path, mode: str, names: list[str],
     """Start a server (store in its process, or the default: a child process), seed,
     measure `names`."""
     env = {"FHIRSERVER_EMBEDDED_STORE_IN_PROCESS": "true"} if mode == "in_process" else {}
+    if mode == "authorized":
+        env.update(authorized_env(work))
     server = ServerProcess(work / f"{mode}-data", work / f"{mode}-server.log", extra_env=env)
     out: dict[str, Any] = {"scenarios": {}}
     with running(server):
         procs = {"fhirserver": server.pid}
         for child in child_pids(server.pid):
-            procs["secantusd"] = child
+            if b"store_process" in Path(f"/proc/{child}/cmdline").read_bytes():
+                procs["secantusd"] = child
+        bearer = bench_token(server.base) if mode == "authorized" else None
         log(f"{mode}: server on {server.base}, seeding {cfg.patients} patients, "
             f"{cfg.slots} slots")
-        info = seed(server.base, cfg.patients, cfg.slots)
+        info = seed(server.base, cfg.patients, cfg.slots, bearer=bearer)
         out["seed"] = {"patients": len(info.patient_ids), "slots": info.slot_count,
                        "seconds": info.seconds}
         log(f"{mode}: seeded in {info.seconds}s")
-        scenarios = build(info)
+        scenarios = build(info, bearer)
         probe = cpu_probe(procs)
         for name in names:
             check = check_scenario(server.base, scenarios[name])
@@ -210,6 +218,29 @@ def run_mode(cfg: Config, work: Path, mode: str, names: list[str],
             out["profiles"] = {name: py_spy_phase(cfg, server, scenarios[name], probe, work)
                                for name in PROFILED}
     return out
+
+
+BENCH_CLIENT, BENCH_SECRET = "bench", "bench-secret-not-for-production"
+
+
+def authorized_env(work: Path) -> dict[str, str]:
+    """Authorization on, with a backend-service client for the load generator."""
+    clients = work / "bench-clients.json"
+    clients.write_text(json.dumps([{
+        "client_id": BENCH_CLIENT, "type": "confidential-symmetric",
+        "client_secret": BENCH_SECRET, "scope": "system/*.cruds",
+        "grant_types": ["client_credentials"]}]))
+    return {"FHIRSERVER_AUTH_REQUIRED": "true", "FHIRSERVER_CLIENTS_FILE": str(clients)}
+
+
+def bench_token(base: str) -> str:
+    """A system/*.cruds access token from the server's token endpoint."""
+    resp = httpx.post(base.rsplit("/fhir", 1)[0] + "/auth/token",
+                      auth=(BENCH_CLIENT, BENCH_SECRET), timeout=30,
+                      data={"grant_type": "client_credentials", "scope": "system/*.cruds"})
+    resp.raise_for_status()
+    token: str = resp.json()["access_token"]
+    return token
 
 
 def py_spy_phase(cfg: Config, server: ServerProcess, scenario: Scenario,
@@ -290,6 +321,10 @@ def main() -> int:
         if cfg.separate_store:
             modes["separate_store"] = run_mode(cfg, work, "separate_store", all_names,
                                                profile_with_py_spy=False)
+        if cfg.authorized:
+            # The default server (store in its child) with tokens: the cost of authorization.
+            modes["authorized"] = run_mode(cfg, work, "authorized", all_names,
+                                           profile_with_py_spy=False)
         if profiler == "pyinstrument":
             modes["in_process"]["profiles"] = pyinstrument_phases(cfg, work)
     finally:
@@ -322,6 +357,8 @@ def main() -> int:
             for k, v in cap.items()))
     if "separate_vs_in_process" in payload:
         parts.append(report.format_store_comparison(payload["separate_vs_in_process"]))
+    if "authorized" in modes and "separate_store" in modes:
+        parts.append(report.format_authorization_cost(modes))
     where = report.format_where_time_goes(modes["in_process"].get("profiles", {}))
     if where:
         parts.append(where)

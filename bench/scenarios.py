@@ -55,9 +55,11 @@ TARGETS = (
 _CREATE_BODY = orjson.dumps(patient(7))
 
 
-def build(info: SeedInfo) -> dict[str, Scenario]:
-    """The scenarios over a seeded data set, in the order they run."""
+def build(info: SeedInfo, bearer: str | None = None) -> dict[str, Scenario]:
+    """The scenarios over a seeded data set, in the order they run (with `bearer`, every
+    request but the ceiling carries that access token)."""
     ids = info.patient_ids
+    auth = (("Authorization", f"Bearer {bearer}"),) if bearer else ()
     # `_sort=start` keeps this a FHIR search over the stored Slots: `schedule` alone (with
     # start/status/service-type/_count) is the availability view of generated slots, which
     # offers nothing for the bench's rule-less Schedule (an empty page).
@@ -67,16 +69,16 @@ def build(info: SeedInfo) -> dict[str, Scenario]:
         return Request("GET", "/_noop")
 
     def read(rng: random.Random) -> Request:
-        return Request("GET", f"/Patient/{ids[rng.randrange(len(ids))]}")
+        return Request("GET", f"/Patient/{ids[rng.randrange(len(ids))]}", headers=auth)
 
     def search100(_: random.Random) -> Request:
-        return Request("GET", search)
+        return Request("GET", search, headers=auth)
 
     def search100_nototal(_: random.Random) -> Request:
-        return Request("GET", search + "&_total=none")
+        return Request("GET", search + "&_total=none", headers=auth)
 
     def create(_: random.Random) -> Request:
-        return Request("POST", "/Patient", _CREATE_BODY)
+        return Request("POST", "/Patient", _CREATE_BODY, auth)
 
     scenarios = [
         Scenario(CEILING, "GET /_noop (ceiling)", noop, needs_store=False),

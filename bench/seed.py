@@ -82,11 +82,12 @@ def _post_transaction(client: httpx.Client, entries: list[dict[str, Any]]) -> li
 
 
 def seed(base: str, patients: int = 2000, slots: int = 2000, batch: int = 250,
-         timeout: float = 120.0) -> SeedInfo:
-    """Create the benchmark data set on the server at `base`."""
+         timeout: float = 120.0, bearer: str | None = None) -> SeedInfo:
+    """Create the benchmark data set on the server at `base` (with `bearer` as token)."""
     info = SeedInfo()
     t0 = time.perf_counter()
-    with httpx.Client(base_url=base, timeout=timeout) as client:
+    headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+    with httpx.Client(base_url=base, timeout=timeout, headers=headers) as client:
         prac_url, sched_url = f"urn:uuid:{uuid.uuid4()}", f"urn:uuid:{uuid.uuid4()}"
         prac, sched = _post_transaction(client, [
             _entry({"resourceType": "Practitioner", "active": True,

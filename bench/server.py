@@ -177,6 +177,8 @@ class ServerProcess:
         env.pop("MONGODB_URI", None)
         env.pop("REDIS_URL", None)
         env["FHIRSERVER_BENCH_ENDPOINTS"] = "true"
+        # The core is measured without token checks unless a scenario sends tokens.
+        env["FHIRSERVER_AUTH_REQUIRED"] = "false"
         env["FHIRSERVER_LOG_LEVEL"] = "WARNING"
         env["PYTHONUNBUFFERED"] = "1"
         if self.mongodb_uri:

@@ -56,7 +56,8 @@ def _popen(
             *extra_args,
         ],
         env=environ,
-        stdout=subprocess.DEVNULL,
+        # With a log file, stdout (the demo credentials banner) goes there too.
+        stdout=subprocess.DEVNULL if stderr is subprocess.PIPE else stderr,
         stderr=stderr,
     )
 

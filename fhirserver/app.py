@@ -14,6 +14,7 @@ from fhirserver import __version__
 from fhirserver.api import auth_routes, health, metadata, publish, routes, scheduling
 from fhirserver.api.errors import install_error_handlers
 from fhirserver.api.observability import ObservabilityMiddleware
+from fhirserver.audit.middleware import AuditMiddleware
 from fhirserver.auth.service import AuthApiError
 from fhirserver.config import Settings
 from fhirserver.context import AppContext
@@ -93,5 +94,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     )
     app.include_router(health.metrics_router)
     install_error_handlers(app)
+    # Added first, so it runs inside ObservabilityMiddleware (which sets the request id).
+    app.add_middleware(AuditMiddleware)
     app.add_middleware(ObservabilityMiddleware)
     return app

@@ -1,4 +1,4 @@
-"""`fhirserver` command line: serve, migrate, client, user, keys."""
+"""`fhirserver` command line: serve, migrate, generate, client, user, keys, audit."""
 
 from __future__ import annotations
 
@@ -151,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     from fhirserver.auth.admin_cli import add_auth_commands
 
     add_auth_commands(sub, _settings)
+    from fhirserver.audit.cli import add_audit_commands
+
+    add_audit_commands(sub, _settings)
     return parser
 
 

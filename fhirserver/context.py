@@ -11,6 +11,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from fhirserver.access.current import check_write_hook
+from fhirserver.audit.writer import AuditWriter
 from fhirserver.auth.service import AuthService
 from fhirserver.config import Settings
 from fhirserver.fhir.indexing import extract_index
@@ -27,6 +28,7 @@ from fhirserver.scheduling.publish import Publisher
 from fhirserver.scheduling.repository import SchedulingRepository
 from fhirserver.scheduling.rule_checks import RuleChecks
 from fhirserver.scheduling.slots import GeneratedSlots
+from fhirserver.storage.audit_log import AuditLog
 from fhirserver.storage.claims import ClaimsRepository
 from fhirserver.storage.embedded import EmbeddedServers
 from fhirserver.storage.idempotency import IdempotencyStore
@@ -69,6 +71,8 @@ class AppContext:
     auth: AuthService | None = None
     # The availability index ($find's read model; None when turned off).
     availability: IndexService | None = None
+    # The audit trail's group-commit writer (docs/audit.md).
+    audit: AuditWriter | None = None
 
     @classmethod
     async def start(cls, settings: Settings, clock: Clock | None = None) -> AppContext:
@@ -135,13 +139,17 @@ class AppContext:
         )
         publisher = Publisher(repo, generated, settings.base_url())
         auth = await asyncio.to_thread(AuthService.start, settings, mongo_uri, redis_url, clock)
+        audit = AuditWriter(AuditLog(mongo, full_indexer))
+        audit.start()
         return cls(
             settings, mongo, redis, store, service, searcher, claims, scheduling, generated,
-            publisher, clock, embedded, auth, availability,
+            publisher, clock, embedded, auth, availability, audit,
         )
 
     async def stop(self) -> None:
         """Close connections, then stop embedded servers (flushing data)."""
+        if self.audit is not None:
+            await self.audit.stop()
         if self.availability is not None:
             await self.availability.stop()
         if self.auth is not None:

@@ -71,7 +71,12 @@ def install_error_handlers(app: FastAPI) -> None:
         return outcome_response(400, f"invalid request: {exc.errors()!s}"[:2000])
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error", extra={"path": request.url.path})
+        # The route template, not the path: ids and query strings may identify a patient.
+        route = getattr(request.scope.get("route"), "path", None) or "unmatched"
+        log.exception(
+            "unhandled error",
+            extra={"route": route, "request_id": getattr(request.state, "request_id", None)},
+        )
         return outcome_response(500, "internal server error; see the server log")
 
     app.add_exception_handler(FhirError, on_fhir_error)

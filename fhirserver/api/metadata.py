@@ -16,7 +16,7 @@ from fhirserver.auth.smart import capability_security
 from fhirserver.fhir.errors import NotFound
 from fhirserver.fhir.operations import operations
 from fhirserver.fhir.searchparams import SEARCH_PARAMS
-from fhirserver.fhir.types import RESOURCE_TYPES
+from fhirserver.fhir.types import RESOURCE_TYPES, is_read_only
 from fhirserver.paths import project_dir
 from fhirserver.storage.resources import format_instant, now_utc
 
@@ -64,6 +64,24 @@ def _resource_entry(rtype: str) -> dict[str, Any]:
             if p.type == "reference" and (not p.targets or rtype in p.targets)
         }
     )
+    if is_read_only(rtype):
+        # Written by the server only (the audit trail): read and search, nothing else.
+        return {
+            "type": rtype,
+            "profile": f"http://hl7.org/fhir/StructureDefinition/{rtype}",
+            "documentation": "Append-only audit trail (IHE BALP); written by the server",
+            "interaction": [{"code": "read"}, {"code": "search-type"}],
+            "versioning": "no-version",
+            "readHistory": False,
+            "updateCreate": False,
+            "conditionalCreate": False,
+            "conditionalRead": "not-supported",
+            "conditionalUpdate": False,
+            "conditionalDelete": "not-supported",
+            "referencePolicy": ["literal", "logical"],
+            "searchInclude": ["*", *refs],
+            "searchParam": params,
+        }
     ops = [
         {"name": op.code, "definition": op.definition["url"]}
         for op in operations().values()

@@ -16,11 +16,12 @@ from fhirserver.api.responses import fhir_response, read_response, write_respons
 from fhirserver.api.security import authorize, request_policy
 from fhirserver.context import AppContext
 from fhirserver.fhir.bundles import bundle_bytes, history_entry
-from fhirserver.fhir.errors import BadRequest, NotFound
+from fhirserver.fhir.errors import BadRequest, MethodNotAllowed, NotFound
 from fhirserver.fhir.search import parse_search
 from fhirserver.fhir.searching import search_bundle
-from fhirserver.fhir.service import require_type
+from fhirserver.fhir.service import require_type, require_writable
 from fhirserver.fhir.transactions import BundleProcessor
+from fhirserver.fhir.types import is_read_only
 from fhirserver.scheduling.availability import parse_generated_slot_id
 from fhirserver.scheduling.slots import availability_view, is_availability_view, view_page
 
@@ -109,7 +110,7 @@ async def search_post(request: Request, ctx: Ctx, rtype: TypePath) -> Response:
 async def history_type(request: Request, ctx: Ctx, rtype: TypePath) -> Response:
     """Every version of every resource of a type, newest first."""
     _label(request, "history-type", rtype)
-    require_type(rtype)
+    _require_history(rtype)
     _unrestricted_history(request, rtype)
     return fhir_response(await _history(ctx, request, rtype, None))
 
@@ -118,7 +119,7 @@ async def history_type(request: Request, ctx: Ctx, rtype: TypePath) -> Response:
 async def history_instance(request: Request, ctx: Ctx, rtype: TypePath, rid: IdPath) -> Response:
     """Every version of one resource, newest first."""
     _label(request, "history-instance", rtype)
-    require_type(rtype)
+    _require_history(rtype)
     await _check_read(request, rtype, rid)
     await ctx.store.last_version(rtype, rid) or await ctx.service.read(rtype, rid)
     return fhir_response(await _history(ctx, request, rtype, rid))
@@ -135,6 +136,13 @@ async def _check_read(request: Request, rtype: str, rid: str) -> None:
     policy = request_policy(request)
     if policy is not None:
         await policy.check_read(rtype, rid)
+
+
+def _require_history(rtype: str) -> None:
+    """404 for unknown types; 405 for read-only types, which keep no history (AuditEvent)."""
+    require_type(rtype)
+    if is_read_only(rtype):
+        raise MethodNotAllowed(f"{rtype} keeps no versions: only read and search are supported")
 
 
 async def _history(ctx: AppContext, request: Request, rtype: str | None, rid: str | None) -> bytes:
@@ -182,6 +190,7 @@ def _instant(value: str | None, name: str) -> datetime | None:
 async def vread(request: Request, ctx: Ctx, rtype: TypePath, rid: IdPath, vid: str) -> Response:
     """One version of a resource."""
     _label(request, "vread", rtype)
+    _require_history(rtype)
     await _check_read(request, rtype, rid)
     return read_response(await ctx.service.vread(rtype, rid, vid))
 
@@ -206,7 +215,7 @@ async def read(request: Request, ctx: Ctx, rtype: TypePath, rid: IdPath) -> Resp
 async def create(request: Request, ctx: Ctx, rtype: TypePath) -> Response:
     """Create (conditional with If-None-Exist)."""
     _label(request, "create", rtype)
-    require_type(rtype)
+    require_writable(rtype)
     body = await read_body(request, ctx.settings.max_body_bytes)
     ine = request.headers.get("if-none-exist")
     criteria = parse_qsl(ine.lstrip("?"), keep_blank_values=True) if ine is not None else None
@@ -218,7 +227,7 @@ async def create(request: Request, ctx: Ctx, rtype: TypePath) -> Response:
 async def update(request: Request, ctx: Ctx, rtype: TypePath, rid: IdPath) -> Response:
     """Update, or create with a client-chosen id."""
     _label(request, "update", rtype)
-    require_type(rtype)
+    require_writable(rtype)
     body = await read_body(request, ctx.settings.max_body_bytes)
     result = await ctx.service.update(rtype, rid, body, if_match=request.headers.get("if-match"))
     return write_response(request, result, ctx.settings.base_url())
@@ -228,7 +237,7 @@ async def update(request: Request, ctx: Ctx, rtype: TypePath, rid: IdPath) -> Re
 async def conditional_update(request: Request, ctx: Ctx, rtype: TypePath) -> Response:
     """Update the one resource matching the query (or create)."""
     _label(request, "update", rtype)
-    require_type(rtype)
+    require_writable(rtype)
     body = await read_body(request, ctx.settings.max_body_bytes)
     result = await ctx.service.conditional_update(
         rtype, query_params(request), body, if_match=request.headers.get("if-match")
@@ -240,7 +249,7 @@ async def conditional_update(request: Request, ctx: Ctx, rtype: TypePath) -> Res
 async def patch(request: Request, ctx: Ctx, rtype: TypePath, rid: IdPath) -> Response:
     """JSON Patch a resource."""
     _label(request, "patch", rtype)
-    require_type(rtype)
+    require_writable(rtype)
     body = await read_body(request, ctx.settings.max_body_bytes, allowed=PATCH_TYPES)
     result = await ctx.service.patch(rtype, rid, body, if_match=request.headers.get("if-match"))
     return write_response(request, result, ctx.settings.base_url())

@@ -307,6 +307,41 @@ def _build() -> dict[str, dict[str, SearchParam]]:
             _p("location", "reference", "AppointmentResponse.actor", targets=("Location",)),
             _p("part-status", "token", "AppointmentResponse.participantStatus"),
         ],
+        # The audit trail (docs/audit.md): written by the server only, searched by auditors.
+        "AuditEvent": [
+            _p("date", "date", "AuditEvent.recorded"),
+            _p("type", "token", "AuditEvent.type"),
+            _p("subtype", "token", "AuditEvent.subtype"),
+            _p("action", "token", "AuditEvent.action"),
+            _p("outcome", "token", "AuditEvent.outcome"),
+            _p("agent", "reference", "AuditEvent.agent.who"),
+            _p("agent-role", "token", "AuditEvent.agent.role"),
+            _p(
+                "who",
+                "token",
+                "AuditEvent.agent.who.identifier",
+                "AuditEvent.agent.altId",
+                description="Non-standard: an agent's user name or client id "
+                "(agent.who.identifier or agent.altId)",
+            ),
+            _p("address", "string", "AuditEvent.agent.network.address"),
+            _p("policy", "uri", "AuditEvent.agent.policy", description="The access token's jti"),
+            _p(
+                "patient",
+                "reference",
+                "AuditEvent.entity.what",
+                "AuditEvent.agent.who",
+                targets=("Patient",),
+            ),
+            _p("entity", "reference", "AuditEvent.entity.what"),
+            _p(
+                "entity-identifier",
+                "token",
+                "AuditEvent.entity.what.identifier",
+                description="Non-standard: entity.what.identifier (X-Request-Id, token jti)",
+            ),
+            _p("entity-role", "token", "AuditEvent.entity.role"),
+        ],
     }
     out: dict[str, dict[str, SearchParam]] = {}
     for rtype, params in defs.items():
@@ -338,6 +373,8 @@ IMPLICIT_SYSTEMS: dict[str, str] = {
     "Practitioner.address.use": "http://hl7.org/fhir/address-use",
     "Location.address.use": "http://hl7.org/fhir/address-use",
     "Organization.address.use": "http://hl7.org/fhir/address-use",
+    "AuditEvent.action": "http://hl7.org/fhir/audit-event-action",
+    "AuditEvent.outcome": "http://hl7.org/fhir/audit-event-outcome",
 }
 
 

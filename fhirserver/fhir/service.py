@@ -15,9 +15,16 @@ import orjson
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from fhirserver.access.current import current_policy
-from fhirserver.fhir.errors import BadRequest, Conflict, NotFound, PreconditionFailed, Unprocessable
+from fhirserver.fhir.errors import (
+    BadRequest,
+    Conflict,
+    MethodNotAllowed,
+    NotFound,
+    PreconditionFailed,
+    Unprocessable,
+)
 from fhirserver.fhir.search import parse_search
-from fhirserver.fhir.types import is_supported
+from fhirserver.fhir.types import is_read_only, is_supported
 from fhirserver.fhir.validation import validate_resource
 from fhirserver.storage.mongo import Mongo
 from fhirserver.storage.resources import ConditionalKeyTaken, ResourceStore, Stored
@@ -43,6 +50,16 @@ def require_type(resource_type: str) -> None:
     """NotFound for a resource type this server does not serve."""
     if not is_supported(resource_type):
         raise NotFound(f"resource type {resource_type!r} is not supported by this server")
+
+
+def require_writable(resource_type: str) -> None:
+    """NotFound for an unknown type; 405 for a type the API may only read (AuditEvent)."""
+    require_type(resource_type)
+    if is_read_only(resource_type):
+        raise MethodNotAllowed(
+            f"{resource_type} is written by the server only: it cannot be created, updated, "
+            "patched or deleted through the API"
+        )
 
 
 def parse_if_match(value: object) -> int | None:
@@ -139,7 +156,7 @@ class FhirService:
         if_none_exist: Params | None = None,
     ) -> WriteResult:
         """POST /Type (optionally conditional via If-None-Exist)."""
-        require_type(resource_type)
+        require_writable(resource_type)
         resource = validate_resource(body, resource_type)
         if if_none_exist is None:
             return await self.mongo.transaction(lambda s: self.create_in(resource, s))
@@ -172,6 +189,7 @@ class FhirService:
         conditional_key: str | None = None,
     ) -> WriteResult:
         """Create inside an open transaction (used by create and transaction Bundles)."""
+        require_writable(resource["resourceType"])
         stored = await self.store.create(
             resource, session, rid=rid, conditional_key=conditional_key
         )
@@ -182,7 +200,7 @@ class FhirService:
         self, resource_type: str, rid: str, body: object, *, if_match: str | None = None
     ) -> WriteResult:
         """PUT /Type/id: new version, or create with a client-chosen id."""
-        require_type(resource_type)
+        require_writable(resource_type)
         resource = validate_resource(body, resource_type)
         if resource.get("id") != rid:
             raise BadRequest(
@@ -204,6 +222,7 @@ class FhirService:
     ) -> WriteResult:
         """Update inside an open transaction."""
         resource_type = resource["resourceType"]
+        require_writable(resource_type)
         old_doc = await self.store.read_doc(resource_type, rid, session) if self.hooks else None
         stored, created = await self.store.update(resource, rid, session, if_match=if_match)
         old = orjson.loads(old_doc["raw"]) if old_doc else None
@@ -214,7 +233,7 @@ class FhirService:
         self, resource_type: str, params: Params, body: object, *, if_match: str | None = None
     ) -> WriteResult:
         """PUT /Type?criteria: none -> create, one -> update it, many -> 412."""
-        require_type(resource_type)
+        require_writable(resource_type)
         resource = validate_resource(body, resource_type)
         expected = parse_if_match(if_match)
 
@@ -236,7 +255,7 @@ class FhirService:
         self, resource_type: str, rid: str, body: object, *, if_match: str | None = None
     ) -> WriteResult:
         """PATCH /Type/id with a JSON Patch document."""
-        require_type(resource_type)
+        require_writable(resource_type)
         expected = parse_if_match(if_match)
 
         async def run(session: AsyncClientSession) -> WriteResult:
@@ -254,6 +273,7 @@ class FhirService:
         if_match: int | None = None,
     ) -> WriteResult:
         """Apply a JSON Patch inside an open transaction; the result is validated like a PUT."""
+        require_writable(resource_type)
         current = await self.store.read(resource_type, rid, session)
         if if_match is not None and if_match != current.version:
             raise PreconditionFailed(
@@ -269,7 +289,7 @@ class FhirService:
         self, resource_type: str, rid: str, *, if_match: str | None = None
     ) -> WriteResult:
         """DELETE /Type/id (idempotent: deleting a missing resource is fine)."""
-        require_type(resource_type)
+        require_writable(resource_type)
         expected = parse_if_match(if_match)
         return await self.mongo.transaction(
             lambda s: self.delete_in(resource_type, rid, s, if_match=expected)
@@ -284,6 +304,7 @@ class FhirService:
         if_match: int | None = None,
     ) -> WriteResult:
         """Delete inside an open transaction."""
+        require_writable(resource_type)
         old_doc = await self.store.read_doc(resource_type, rid, session) if self.hooks else None
         stored = await self.store.delete(resource_type, rid, session, if_match=if_match)
         if stored is not None and old_doc is not None:
@@ -292,7 +313,7 @@ class FhirService:
 
     async def conditional_delete(self, resource_type: str, params: Params) -> WriteResult:
         """DELETE /Type?criteria: none -> 204, one -> delete it, many -> 412."""
-        require_type(resource_type)
+        require_writable(resource_type)
 
         async def run(session: AsyncClientSession) -> WriteResult:
             ids = await self.match(resource_type, params, session)

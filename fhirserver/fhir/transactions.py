@@ -18,7 +18,13 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 
 from fhirserver.fhir.bundles import Entry, bundle_bytes
 from fhirserver.fhir.errors import BadRequest, FhirError, PreconditionFailed
-from fhirserver.fhir.service import FhirService, WriteResult, parse_if_match, require_type
+from fhirserver.fhir.service import (
+    FhirService,
+    WriteResult,
+    parse_if_match,
+    require_type,
+    require_writable,
+)
 from fhirserver.fhir.validation import validate_resource
 from fhirserver.storage.resources import Stored, format_instant, new_id
 
@@ -168,6 +174,8 @@ class BundleProcessor:
             raise BadRequest("transaction entries must have distinct fullUrls")
         for r in reqs:
             require_type(r.rtype)
+            if r.method not in ("GET", "HEAD"):
+                require_writable(r.rtype)
             if r.resource is not None and r.method in ("POST", "PUT"):
                 r.resource = validate_resource(r.resource, r.rtype)
 
@@ -311,6 +319,8 @@ class BundleProcessor:
         for r in reqs:
             try:
                 require_type(r.rtype)
+                if r.method not in ("GET", "HEAD"):
+                    require_writable(r.rtype)
                 if r.resource is not None and r.method in ("POST", "PUT"):
                     r.resource = validate_resource(r.resource, r.rtype)
                 if r.method in ("GET", "HEAD"):

@@ -158,11 +158,24 @@ async def test_each_role_searches_exactly_its_own(
         "acc-sch-1", "acc-sch-2"}
 
 
-async def test_auditor_reads_no_clinical_data(auth_server: AuthServer, tokens: Tokens) -> None:
+async def test_auditor_reads_the_audit_trail_only(
+    auth_server: AuthServer, tokens: Tokens
+) -> None:
     for path in (SEARCH_PATIENTS, SEARCH_APPTS, "/Patient/acc-pat-1", "/Schedule"):
         r = await _get(auth_server, tokens.auditor, path)
         assert r.status_code == 403, (path, r.text)
         assert r.json()["resourceType"] == "OperationOutcome"
+    # The patient's own reads above were audited; the auditor finds them by patient.
+    await _get(auth_server, tokens.patient, "/Patient/acc-pat-1")
+    r = await _get(auth_server, tokens.auditor, "/AuditEvent?patient=Patient/acc-pat-1")
+    assert r.status_code == 200 and r.json().get("entry"), r.text
+    for role in ("patient", "practitioner", "staff"):
+        r = await _get(auth_server, getattr(tokens, role), "/AuditEvent")
+        assert r.status_code == 403, (role, r.text)
+    # Nor can the trail leak through _revinclude.
+    got = await _ids(auth_server, tokens.patient,
+                     "/Patient?_id=acc-pat-1&_revinclude=AuditEvent:patient")
+    assert got == {"acc-pat-1"}
 
 
 async def test_no_leak_through_include_revinclude_chain_history(

@@ -252,6 +252,20 @@ VALID: dict[str, dict[str, Any]] = {
         "participantStatus": "tentative",
         "comment": "Might be late",
     },
+    "AuditEvent": {
+        "resourceType": "AuditEvent",
+        "id": "audit-1",
+        "type": {
+            "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
+            "code": "rest",
+        },
+        "action": "R",
+        "recorded": "2026-01-02T10:00:00.000Z",
+        "outcome": "0",
+        "agent": [{"who": {"reference": "Practitioner/dr-ada"}, "requestor": True}],
+        "source": {"observer": {"display": "fhirserver"}},
+        "entity": [{"what": {"reference": "Patient/pat-1"}}],
+    },
 }
 
 APPT: dict[str, Any] = {

@@ -1,0 +1,88 @@
+"""The hash chain over the audit trail.
+
+Record n carries `seq` (1, 2, 3, ... without gaps), `prev` (record n-1's hash; GENESIS for
+the first) and `hash` = SHA-256 over `prev | seq | _id | raw`, where `raw` is the
+AuditEvent's JSON exactly as served. Changing, removing or reordering any record breaks
+the link at that record or the next one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+GENESIS = "0" * 64
+
+
+def record_hash(prev: str, seq: int, rid: str, raw: bytes) -> str:
+    """The hash of one record given its predecessor's hash."""
+    h = hashlib.sha256()
+    h.update(prev.encode("ascii"))
+    h.update(b"|")
+    h.update(str(seq).encode("ascii"))
+    h.update(b"|")
+    h.update(rid.encode("utf-8"))
+    h.update(b"|")
+    h.update(raw)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """The outcome of walking the chain."""
+
+    ok: bool
+    count: int  # records checked
+    head_seq: int
+    head_hash: str
+    broken_seq: int | None = None
+    reason: str = ""
+
+    def message(self) -> str:
+        """One line for the operator."""
+        if self.ok:
+            return f"ok {self.count} records (head seq {self.head_seq}, hash {self.head_hash})"
+        return f"broken at seq {self.broken_seq}: {self.reason}"
+
+
+async def verify_records(records: AsyncIterator[Mapping[str, Any]]) -> VerifyResult:
+    """Walk records in ascending `seq` order and report the first broken link."""
+    prev, expected, count = GENESIS, 1, 0
+    async for doc in records:
+        seq = doc.get("seq")
+        if seq != expected:
+            return VerifyResult(
+                False,
+                count,
+                expected - 1,
+                prev,
+                expected,
+                f"record seq {expected} is missing (next record has seq {seq})",
+            )
+        raw = doc.get("raw")
+        rid = doc.get("_id")
+        if not isinstance(raw, bytes) or not isinstance(rid, str):
+            return VerifyResult(False, count, expected - 1, prev, expected, "record is malformed")
+        if doc.get("prev") != prev:
+            return VerifyResult(
+                False,
+                count,
+                expected - 1,
+                prev,
+                expected,
+                "prev does not match the hash of the record before",
+            )
+        digest = record_hash(prev, expected, rid, raw)
+        if doc.get("hash") != digest:
+            return VerifyResult(
+                False,
+                count,
+                expected - 1,
+                prev,
+                expected,
+                "content does not match its hash (record modified)",
+            )
+        prev, expected, count = digest, expected + 1, count + 1
+    return VerifyResult(True, count, expected - 1, prev)

@@ -1,0 +1,89 @@
+"""Group commit: one writer task per process appends every queued AuditEvent in one batch.
+
+A request calls `await writer.record(event)`: the event joins the queue and the call
+returns once the batch holding it has committed (or raises `AuditWriteFailed`). While a
+batch commits, new events queue up and go together in the next one, so under load many
+requests share one transaction and one journal sync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from fhirserver.storage.audit_log import AuditLog
+
+log = logging.getLogger(__name__)
+
+Pending = tuple[Mapping[str, Any], "asyncio.Future[int]"]
+
+
+class AuditWriteFailed(RuntimeError):
+    """The audit record of a request could not be stored."""
+
+
+class AuditWriter:
+    """The per-process queue and the task that commits it in batches."""
+
+    def __init__(self, audit_log: AuditLog, *, max_batch: int = 500) -> None:
+        self.log = audit_log
+        self.max_batch = max_batch
+        self._queue: asyncio.Queue[Pending | None] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def start(self) -> None:
+        """Start the writer task on the running loop."""
+        self._task = asyncio.create_task(self._run(), name="audit-writer")
+
+    async def record(self, event: Mapping[str, Any]) -> int:
+        """Queue one AuditEvent; its `seq` once durably committed."""
+        if self._closed or self._task is None or self._task.done():
+            raise AuditWriteFailed("the audit writer is not running")
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((event, future))
+        # A cancelled request does not cancel the write: the batch still commits it.
+        return await asyncio.shield(future)
+
+    async def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = await self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.max_batch and not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            await self._commit(batch)
+
+    async def _commit(self, batch: list[Pending]) -> None:
+        try:
+            seqs = await self.log.append([event for event, _ in batch])
+        except Exception as exc:
+            # No event content here: it may name patients.
+            log.error(
+                "audit write failed",
+                extra={"records": len(batch), "error": type(exc).__name__},
+            )
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(AuditWriteFailed("the audit record was not stored"))
+            return
+        for (_, future), seq in zip(batch, seqs, strict=True):
+            if not future.done():
+                future.set_result(seq)
+
+    async def stop(self) -> None:
+        """Commit what is queued, then end the task (requests have drained by now)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put_nowait(None)
+        if self._task is not None:
+            await self._task

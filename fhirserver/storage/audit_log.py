@@ -1,0 +1,115 @@
+"""The `AuditEvent` collection: append-only, hash-chained (fhirserver/audit/chain.py).
+
+Each record is stored in the current-resource shape (docs/search-index.md) so the normal
+read and search code serves it, plus the chain fields:
+
+    {_id, v: 1, lu, raw, idx, srt, seq, prev, hash}
+
+A batch is appended in one transaction that reads the head (highest `seq`) and inserts the
+next records. `seq` is unique: when another process appended first, the insert collides
+(duplicate key, or a write conflict that the transaction runner retries) and the batch is
+re-chained on the new head. Nothing here updates or deletes a record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+import orjson
+from pymongo import ASCENDING, DESCENDING
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from fhirserver.audit.chain import GENESIS, record_hash
+from fhirserver.storage.mongo import Mongo
+from fhirserver.storage.resources import Indexer, format_instant, new_id, now_utc
+
+Doc = dict[str, Any]
+
+COLLECTION = "AuditEvent"
+# How often a batch is re-chained after losing the head to another process.
+_APPEND_ATTEMPTS = 50
+
+
+class AuditAppendError(RuntimeError):
+    """A batch of audit records could not be stored."""
+
+
+def _duplicate_seq(exc: Exception) -> bool:
+    if isinstance(exc, DuplicateKeyError):
+        return True
+    if isinstance(exc, BulkWriteError):
+        errors = exc.details.get("writeErrors", [])
+        return bool(errors) and all(e.get("code") == 11000 for e in errors)
+    return False
+
+
+class AuditLog:
+    """Appends AuditEvents to the chain; walks the chain for verification."""
+
+    def __init__(self, mongo: Mongo, indexer: Indexer) -> None:
+        self.mongo = mongo
+        self.indexer = indexer
+        self.coll = mongo.db[COLLECTION]
+
+    def _prepare(self, events: Sequence[Mapping[str, Any]]) -> list[Doc]:
+        lu = now_utc()
+        docs: list[Doc] = []
+        for event in events:
+            rid = new_id()
+            body: Doc = {
+                "resourceType": "AuditEvent",
+                "id": rid,
+                "meta": {"versionId": "1", "lastUpdated": format_instant(lu)},
+            }
+            body.update((k, v) for k, v in event.items() if k not in ("resourceType", "id"))
+            if "meta" in event:  # keep the BALP profile claims, with our version and time
+                body["meta"] = {**event["meta"], **body["meta"]}
+            raw = orjson.dumps(body)
+            idx, srt = self.indexer(body)
+            docs.append({"_id": rid, "v": 1, "lu": lu, "raw": raw, "idx": idx, "srt": srt})
+        return docs
+
+    async def append(self, events: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Store `events` as the next records of the chain, atomically; their `seq`s.
+
+        Returns only after the commit (majority write concern; the embedded server syncs
+        its journal on commit), so a returned record survives a crash.
+        """
+        docs = self._prepare(events)
+
+        async def run(session: AsyncClientSession) -> list[int]:
+            head = await self.coll.find_one(
+                {}, {"seq": 1, "hash": 1}, sort=[("seq", DESCENDING)], session=session
+            )
+            seq, prev = (int(head["seq"]), str(head["hash"])) if head else (0, GENESIS)
+            for doc in docs:
+                seq += 1
+                doc["seq"], doc["prev"] = seq, prev
+                doc["hash"] = prev = record_hash(prev, seq, doc["_id"], doc["raw"])
+            await self.coll.insert_many(docs, ordered=True, session=session)
+            return [int(d["seq"]) for d in docs]
+
+        last: Exception | None = None
+        for _ in range(_APPEND_ATTEMPTS):
+            try:
+                return await self.mongo.transaction(run)
+            except (DuplicateKeyError, BulkWriteError) as exc:
+                if not _duplicate_seq(exc):
+                    raise
+                last = exc  # another process appended first: re-chain on the new head
+        raise AuditAppendError(f"could not claim the chain head: {last}")
+
+    async def head(self) -> tuple[int, str]:
+        """(seq, hash) of the newest record; (0, GENESIS) when the trail is empty."""
+        head = await self.coll.find_one({}, {"seq": 1, "hash": 1}, sort=[("seq", DESCENDING)])
+        return (int(head["seq"]), str(head["hash"])) if head else (0, GENESIS)
+
+    async def records(self) -> AsyncIterator[Doc]:
+        """Every record in `seq` order (chain fields and raw bytes only)."""
+        cursor = self.coll.find(
+            {}, {"seq": 1, "prev": 1, "hash": 1, "raw": 1}, sort=[("seq", ASCENDING)]
+        ).batch_size(1000)
+        async for doc in cursor:
+            yield doc

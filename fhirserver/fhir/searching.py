@@ -69,7 +69,9 @@ class Searcher:
         """The spec's filter with chains and `near` turned into id constraints."""
         clauses: list[Doc] = [spec.filter] if spec.filter else []
         for chain in spec.chains:
-            sub = parse_search(chain.target_type, chain.params, strict=strict)
+            sub = parse_search(
+                chain.target_type, chain.params, strict=strict, blind=self.store.blind
+            )
             if sub.chains:
                 raise BadRequest("chained parameters are supported one level deep")
             sub_filter = await self.resolve_filter(sub, strict)

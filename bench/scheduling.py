@@ -329,6 +329,8 @@ def load(base: str, name: str, make: Any, clients: int, seconds: float, warmup: 
 
 
 async def _overlaps(data_dir: Path) -> int:
+    from fhirserver.config import Settings
+    from fhirserver.phi.codec import PhiCodec
     from fhirserver.storage.claims import find_overlaps
     from fhirserver.storage.embedded import EmbeddedServers
     from fhirserver.storage.mongo import Mongo
@@ -338,7 +340,8 @@ async def _overlaps(data_dir: Path) -> int:
     try:
         assert emb.mongodb_uri
         mongo = Mongo(emb.mongodb_uri, "fhirserver")
-        problems = await find_overlaps(mongo.db, granule_minutes=GRANULE)
+        cipher = PhiCodec.from_settings(Settings(data_dir=data_dir)).cipher  # sealed Appointments
+        problems = await find_overlaps(mongo.db, granule_minutes=GRANULE, cipher=cipher)
         await mongo.close()
         return len(problems)
     finally:

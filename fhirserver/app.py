@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -23,9 +24,21 @@ from fhirserver.scheduling.clock import Clock
 log = logging.getLogger(__name__)
 
 
+class TlsConfig(uvicorn.Config):
+    """uvicorn's configuration with HTTPS held to TLS 1.2 or newer (docs/phi.md)."""
+
+    def load(self) -> None:
+        """Build the SSL context as uvicorn does, then refuse anything older than TLS 1.2."""
+        super().load()
+        if self.ssl is not None:
+            self.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
+
+
 def server_config(settings: Settings, clock: Clock | None = None) -> uvicorn.Config:
     """The uvicorn configuration `fhirserver serve` (and the tests) run the app with."""
-    return uvicorn.Config(
+    if bool(settings.ssl_certfile) != bool(settings.ssl_keyfile):
+        raise ValueError("HTTPS needs both ssl_certfile and ssl_keyfile")
+    return TlsConfig(
         create_app(settings, clock),
         host=settings.host,
         port=settings.port,
@@ -34,6 +47,9 @@ def server_config(settings: Settings, clock: Clock | None = None) -> uvicorn.Con
         lifespan="on",
         timeout_graceful_shutdown=30,
         timeout_keep_alive=settings.keep_alive_seconds,
+        ssl_certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
+        ssl_keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
+        ssl_version=ssl.PROTOCOL_TLS_SERVER,
     )
 
 

@@ -16,7 +16,7 @@ from fhirserver.config import Settings
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, object] = {}
-    for name in ("host", "port", "data_dir"):
+    for name in ("host", "port", "data_dir", "ssl_certfile", "ssl_keyfile"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
@@ -96,6 +96,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     """Write a synthetic health system into the database `serve` would use."""
     from fhirserver.context import full_indexer
     from fhirserver.generate import GenerateConfig, generate
+    from fhirserver.phi.codec import PhiCodec
     from fhirserver.storage.embedded import mongodb_uri_for
     from fhirserver.storage.migrations import apply_migrations
     from fhirserver.storage.mongo import Mongo
@@ -115,7 +116,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         mongo = Mongo(uri, settings.db_name)
         try:
             await apply_migrations(mongo.db)
-            stats = await generate(mongo.db, cfg, full_indexer, progress=progress)
+            stats = await generate(mongo.db, cfg, full_indexer, progress=progress,
+                                   phi=PhiCodec.from_settings(settings))
         finally:
             await mongo.close()
         if stats.reused:
@@ -138,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int)
     serve.add_argument("--data-dir", type=Path, dest="data_dir")
     serve.add_argument("--no-demo", action="store_true", help="do not load the demo data")
+    serve.add_argument("--ssl-certfile", type=Path, dest="ssl_certfile",
+                       help="serve HTTPS (TLS 1.2+) with this PEM certificate chain")
+    serve.add_argument("--ssl-keyfile", type=Path, dest="ssl_keyfile",
+                       help="the certificate's PEM private key")
     serve.set_defaults(func=cmd_serve)
     migrate = sub.add_parser("migrate", help="apply database migrations")
     migrate.add_argument("--data-dir", type=Path, dest="data_dir")
@@ -149,8 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--data-dir", type=Path, dest="data_dir")
     gen.set_defaults(func=cmd_generate)
     from fhirserver.auth.admin_cli import add_auth_commands
+    from fhirserver.phi.cli import add_phi_commands
 
-    add_auth_commands(sub, _settings)
+    add_phi_commands(add_auth_commands(sub, _settings), _settings)
     from fhirserver.audit.cli import add_audit_commands
 
     add_audit_commands(sub, _settings)

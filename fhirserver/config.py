@@ -51,9 +51,27 @@ class Settings(BaseSettings):
     auth_refresh_token_days: int = 90
     auth_session_minutes: int = 480
     auth_launch_minutes: int = 60
+    # PHI at rest (docs/phi.md). The keyring file; default <data_dir>/phi-keyring.json,
+    # created 0600 on first start. Back it up apart from the database.
+    phi_keyring: Path | None = None
+    # Production alternative to the file: keys from the environment (base64, 32 bytes):
+    # FHIRSERVER_PHI_DATA_KEYS="kid1:b64,kid2:b64", FHIRSERVER_PHI_ACTIVE_KID (default: last),
+    # FHIRSERVER_PHI_INDEX_KEY="b64".
+    phi_data_keys: str | None = None
+    phi_active_kid: str | None = None
+    phi_index_key: str | None = None
+    # How often a running server looks at the keyring file for a new active key (seconds).
+    phi_keyring_check_seconds: float = 1.0
+    # On start, seal in the background any PHI record not under the active key (plaintext
+    # written before encryption, or sealed by a server that had not seen a rotation yet).
+    phi_seal_on_start: bool = True
+    # HTTPS (TLS 1.2 or newer): PEM certificate chain and private key (docs/phi.md).
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
 
     def base_url(self) -> str:
         """The absolute FHIR base URL used in fullUrl, Location headers and links."""
         if self.public_base_url:
             return self.public_base_url.rstrip("/")
-        return f"http://{self.host}:{self.port}{self.base_path}"
+        scheme = "https" if self.ssl_certfile else "http"
+        return f"{scheme}://{self.host}:{self.port}{self.base_path}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -18,6 +19,8 @@ from fhirserver.fhir.indexing import extract_index
 from fhirserver.fhir.searching import Searcher, SearchLimits
 from fhirserver.fhir.searchparams import SEARCH_PARAMS
 from fhirserver.fhir.service import FhirService
+from fhirserver.phi.codec import PhiCodec
+from fhirserver.phi.rotation import reseal_all, sealed_under
 from fhirserver.scheduling.availability import Interval
 from fhirserver.scheduling.booking import BookingGuard
 from fhirserver.scheduling.clock import Clock, SystemClock
@@ -73,6 +76,10 @@ class AppContext:
     availability: IndexService | None = None
     # The audit trail's group-commit writer (docs/audit.md).
     audit: AuditWriter | None = None
+    # PHI at rest (docs/phi.md): sealing, blind index, keyring.
+    phi: PhiCodec | None = None
+    # Background re-seal of records not under the active key (phi_seal_on_start).
+    seal_task: asyncio.Task[None] | None = None
 
     @classmethod
     async def start(cls, settings: Settings, clock: Clock | None = None) -> AppContext:
@@ -95,7 +102,8 @@ class AppContext:
         mongo = Mongo(mongo_uri, settings.db_name)
         await apply_migrations(mongo.db)
         redis = aioredis.Redis.from_url(redis_url)
-        store = ResourceStore(mongo.db, full_indexer)
+        phi = PhiCodec.from_settings(settings)
+        store = ResourceStore(mongo.db, full_indexer, phi)
         service = FhirService(mongo, store)
         claims = ClaimsRepository(mongo.db)
         granule = settings.claim_granule_minutes
@@ -129,25 +137,48 @@ class AppContext:
         repo = SchedulingRepository(store, searcher)
         availability: IndexService | None = None
         if settings.availability_index:
-            availability = IndexService(mongo, store, redis, clock, granule)
+            availability = IndexService(mongo, store, redis, clock, granule, cipher=phi.cipher)
             availability.install(service)  # after the guard: applies committed changes only
             await availability.start()
         finder = Finder(repo, busy, availability)
         generated = GeneratedSlots(repo, claims, busy, granule)
         scheduling = SchedulingOperations(
-            service, finder, IdempotencyStore(mongo.db), clock, settings.base_url()
+            service, finder, IdempotencyStore(mongo.db, phi.cipher), clock, settings.base_url()
         )
         publisher = Publisher(repo, generated, settings.base_url())
         auth = await asyncio.to_thread(AuthService.start, settings, mongo_uri, redis_url, clock)
         audit = AuditWriter(AuditLog(mongo, full_indexer))
         audit.start()
-        return cls(
+        ctx = cls(
             settings, mongo, redis, store, service, searcher, claims, scheduling, generated,
-            publisher, clock, embedded, auth, availability, audit,
+            publisher, clock, embedded, auth, availability, audit, phi,
         )
+        if settings.phi_seal_on_start:
+            ctx.seal_task = asyncio.create_task(ctx._seal_leftovers())
+        return ctx
+
+    async def _seal_leftovers(self) -> None:
+        """Seal plaintext from before encryption (and records under an old key) in the
+        background, unless the last complete pass left everything under the active key."""
+        assert self.phi is not None
+        try:
+            if await sealed_under(self.mongo.db) == self.phi.cipher.active_kid:
+                return
+            stats = await reseal_all(self.mongo.db, self.phi, self.store.indexer)
+            if stats.total:
+                log.info("sealed %d PHI records under %s", stats.total, stats.kid)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("sealing PHI records under the active key failed; "
+                          "run `fhirserver keys rotate --reseal-only`")
 
     async def stop(self) -> None:
         """Close connections, then stop embedded servers (flushing data)."""
+        if self.seal_task is not None:
+            self.seal_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.seal_task
         if self.audit is not None:
             await self.audit.stop()
         if self.availability is not None:

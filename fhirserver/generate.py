@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 import orjson
 from pymongo.asynchronous.database import AsyncDatabase
 
+from fhirserver.phi.codec import PhiCodec
 from fhirserver.scheduling.availability import generated_slot_id, render_local
 from fhirserver.scheduling.claims_policy import granules
 from fhirserver.scheduling.rules import RULE_URL
@@ -351,8 +352,9 @@ class _Writer:
     """Buffers current-version documents, history entries and claims; bulk-inserts them."""
 
     def __init__(self, db: AsyncDatabase[Doc], indexer: Indexer, stats: GenerateStats,
-                 granule_minutes: int) -> None:
+                 granule_minutes: int, phi: PhiCodec | None = None) -> None:
         self.db = db
+        self.phi = phi
         self.indexer = indexer
         self.stats = stats
         self.granule_minutes = granule_minutes
@@ -367,10 +369,14 @@ class _Writer:
         body.update({k: v for k, v in resource.items() if k not in ("resourceType", "id")})
         raw = orjson.dumps(body)
         idx, srt = self.indexer(body)
+        sealed: Doc = {}
+        if self.phi is not None and self.phi.sealed_type(rtype):
+            raw, kid = self.phi.seal_raw(rtype, rid, 1, raw)
+            sealed["k"] = kid
         self._add(rtype, {"_id": rid, "v": 1, "lu": self.lu, "raw": raw, "idx": idx,
-                          "srt": srt})
+                          "srt": srt, **sealed})
         self._add(HISTORY, {"_id": f"{rtype}/{rid}/1", "t": rtype, "rid": rid, "v": 1,
-                            "lu": self.lu, "m": "PUT", "raw": raw})
+                            "lu": self.lu, "m": "PUT", "raw": raw, **sealed})
         self.stats.resources[rtype] = self.stats.resources.get(rtype, 0) + 1
 
     def claims(self, appt_id: str, actor: str, start: datetime, end: datetime) -> None:
@@ -421,8 +427,11 @@ def _marker(cfg: GenerateConfig) -> Doc:
 
 
 async def generate(db: AsyncDatabase[Doc], cfg: GenerateConfig, indexer: Indexer,
-                   *, progress: Any = None) -> GenerateStats:
+                   *, progress: Any = None, phi: PhiCodec | None = None) -> GenerateStats:
     """Write the synthetic system into `db` (migrated, empty of synthetic data).
+
+    With `phi` (what `serve` uses), Patients and Appointments are sealed and their PHI
+    search values blind-indexed, as the ResourceStore would store them (docs/phi.md).
 
     If the same configuration was generated here before, nothing is written and
     ``reused`` is set; a different configuration is refused (use a fresh database).
@@ -441,7 +450,7 @@ async def generate(db: AsyncDatabase[Doc], cfg: GenerateConfig, indexer: Indexer
         stats.claims = int(marker.get("claims", 0))
         return stats
     b = _Builder(cfg)
-    w = _Writer(db, indexer, stats, cfg.granule_minutes)
+    w = _Writer(db, phi.indexer(indexer) if phi else indexer, stats, cfg.granule_minutes, phi)
     for r in [*b.organizations(), *b.locations()]:
         w.resource(r)
     for trio in b.providers():

@@ -26,6 +26,8 @@ import httpx
 import orjson
 from pymongo import AsyncMongoClient
 
+from fhirserver.config import Settings
+from fhirserver.phi.codec import PhiCodec
 from fhirserver.storage.claims import Problem, find_overlaps
 from fhirserver.storage.embedded import EmbeddedServers
 from tests.api.conftest import free_port
@@ -218,10 +220,16 @@ async def scan_data_dir(data_dir: Path) -> tuple[list[Problem], dict[str, str]]:
         client: AsyncMongoClient[Json] = AsyncMongoClient(servers.mongodb_uri, tz_aware=True)
         try:
             db = client[DB_NAME]
-            problems = await find_overlaps(db, now=datetime.now(UTC))
+            # Appointments are sealed at rest (docs/phi.md): open them with the data dir's
+            # keyring, as the server does.
+            phi = PhiCodec.from_settings(Settings(data_dir=data_dir))
+            problems = await find_overlaps(db, now=datetime.now(UTC), cipher=phi.cipher)
             statuses = {
-                str(d["_id"]): str(orjson.loads(d["raw"]).get("status"))
-                async for d in db["Appointment"].find({}, {"raw": 1})
+                str(d["_id"]): str(
+                    orjson.loads(phi.open_raw("Appointment", d["_id"], d["v"], d["raw"]))
+                    .get("status")
+                )
+                async for d in db["Appointment"].find({}, {"raw": 1, "v": 1})
             }
         finally:
             await client.close()

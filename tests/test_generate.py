@@ -14,6 +14,7 @@ from fhirserver.config import Settings
 from fhirserver.context import AppContext, full_indexer
 from fhirserver.fhir.validation import validate_resource
 from fhirserver.generate import GenerateConfig, generate
+from fhirserver.phi.codec import PhiCodec
 from fhirserver.scheduling.criteria import FindCriteria
 from fhirserver.scheduling.finder import proposed_appointment
 from fhirserver.storage.claims import find_overlaps
@@ -31,14 +32,15 @@ async def generated(embedded: EmbeddedServers) -> AsyncIterator[AppContext]:
     db = client[name]
     await apply_migrations(db)
     cfg = GenerateConfig(providers=50, days=14, seed=3)
-    stats = await generate(db, cfg, full_indexer)
+    settings = Settings(mongodb_uri=embedded.mongodb_uri, redis_url=embedded.redis_url,
+                        db_name=name, demo=False)
+    phi = PhiCodec.from_settings(settings)  # Patients, Appointments sealed as `serve` would
+    stats = await generate(db, cfg, full_indexer, phi=phi)
     assert stats.resources["Practitioner"] == 50 and stats.resources["Location"] == 50
     assert stats.claims > 0
-    again = await generate(db, cfg, full_indexer)
+    again = await generate(db, cfg, full_indexer, phi=phi)
     assert again.reused
-    ctx = await AppContext.start(Settings(mongodb_uri=embedded.mongodb_uri,
-                                          redis_url=embedded.redis_url, db_name=name,
-                                          demo=False))
+    ctx = await AppContext.start(settings)
     yield ctx
     await ctx.stop()
     await client.drop_database(name)
@@ -47,15 +49,18 @@ async def generated(embedded: EmbeddedServers) -> AsyncIterator[AppContext]:
 
 async def test_generated_system_is_valid_consistent_and_bookable(generated: AppContext) -> None:
     db = generated.mongo.db
+    cipher = generated.store.phi.cipher if generated.store.phi else None
     for rtype in TYPES:
-        docs = [d async for d in db[rtype].find({}, {"raw": 1})]
+        # through the store: it opens the sealed Patients and Appointments
+        docs = await generated.store.find(rtype, {}, projection={"raw": 1})
         assert docs, rtype
         for d in docs:
             validate_resource(orjson.loads(d["raw"]), rtype)  # raises on invalid FHIR
         assert await db["history"].count_documents({"t": rtype}) == len(docs)
     booked = await db["Appointment"].count_documents({})
     assert booked > 500  # about half of ~50 x 9 weekdays x 7 h is booked
-    assert await find_overlaps(db) == []  # claims are exactly what the guard would write
+    # claims are exactly what the guard would write
+    assert await find_overlaps(db, cipher=cipher) == []
 
     now = datetime.now(UTC)
     c = FindCriteria(start=now, end=now + timedelta(days=14), specialties=["394579002"],
@@ -70,6 +75,6 @@ async def test_generated_system_is_valid_consistent_and_bookable(generated: AppC
     appt = proposed_appointment(offers[0], "syn-pat-000001", [])
     res = await generated.scheduling.book({"appointment": [appt]}, None, b"")
     assert res.status == 201
-    assert await find_overlaps(db) == []
+    assert await find_overlaps(db, cipher=cipher) == []
     after = await finder.proposals(c, generated.clock.now(), 20)
     assert offers[0].candidate.slot_id not in {p.candidate.slot_id for p in after}

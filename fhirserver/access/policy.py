@@ -28,6 +28,7 @@ from fhirserver.auth.principal import Principal
 from fhirserver.auth.scopes import ResourceScope
 from fhirserver.fhir.errors import Forbidden, NotFound
 from fhirserver.fhir.search import parse_search
+from fhirserver.phi.blind import BlindIndex
 from fhirserver.storage.resources import ResourceStore
 
 DIRECTORY_TYPES = frozenset({
@@ -115,7 +116,7 @@ class AccessPolicy:
             visibility = await self._visibility(context, rtype, permission)
             if visibility is not None and visibility.nothing:
                 continue
-            for constraint in _constraints(rtype, scopes, permission):
+            for constraint in _constraints(rtype, scopes, permission, self.store.blind):
                 contexts.append(ContextGrant(visibility, constraint))
         if not contexts:
             if required:
@@ -336,7 +337,7 @@ _ALL: Visibility | None = None
 
 
 def _constraints(
-    rtype: str, scopes: Iterable[ResourceScope], permission: str
+    rtype: str, scopes: Iterable[ResourceScope], permission: str, blind: BlindIndex | None
 ) -> list[Doc | None]:
     """The query constraints of the granting scopes as filters (None = unconstrained).
 
@@ -347,5 +348,6 @@ def _constraints(
         if not scope.constraints:
             return [None]
         if permission in "rs":
-            out.append(parse_search(rtype, list(scope.constraints), strict=True).filter)
+            spec = parse_search(rtype, list(scope.constraints), strict=True, blind=blind)
+            out.append(spec.filter)
     return out

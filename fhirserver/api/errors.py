@@ -11,6 +11,8 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fhirserver.fhir.errors import FhirError
+from fhirserver.phi.cipher import TamperedRecord
+from fhirserver.phi.keyring import KeyringError
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,15 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         return outcome_response(400, f"invalid request: {exc.errors()!s}"[:2000])
 
+    async def on_sealed_record(request: Request, exc: Exception) -> Response:
+        # A sealed PHI record that does not open (tampered, swapped, key missing): loud in
+        # the log and a 500 for the client, never the record (docs/phi.md). The message
+        # names type/id/version or a kid only, no PHI.
+        log.error("PHI record integrity failure: %s", exc, extra={"path": request.url.path})
+        return outcome_response(
+            500, "a stored record failed its integrity check; see the server log", "exception"
+        )
+
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         # The route template, not the path: ids and query strings may identify a patient.
         route = getattr(request.scope.get("route"), "path", None) or "unmatched"
@@ -82,4 +93,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(FhirError, on_fhir_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(TamperedRecord, on_sealed_record)
+    app.add_exception_handler(KeyringError, on_sealed_record)
     app.add_exception_handler(Exception, on_unexpected)

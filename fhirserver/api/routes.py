@@ -62,7 +62,12 @@ async def run_search(
     what `policy` lets the caller see."""
     require_type(rtype)
     cursor = next((v for k, v in params if k == "_cursor"), None)
-    spec = parse_search(rtype, [(k, v) for k, v in params if k != "_cursor"], strict=strict)
+    spec = parse_search(
+        rtype,
+        [(k, v) for k, v in params if k != "_cursor"],
+        strict=strict,
+        blind=ctx.store.blind,
+    )
     page = await ctx.searcher.page(spec, cursor, strict, policy)
     return search_bundle(
         spec, page, base_url=ctx.settings.base_url(), path=rtype, cursor_token=cursor

@@ -141,8 +141,9 @@ def cmd_keys_rotate(settings_of: SettingsFactory, args: argparse.Namespace) -> i
 
 def add_auth_commands(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], settings_of: SettingsFactory
-) -> None:
-    """Register the client/user/keys sub-commands on the main parser."""
+) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    """Register the client/user/keys sub-commands on the main parser; returns `keys`'s
+    sub-parsers (the PHI key commands join them)."""
 
     def bind(fn: Callable[[SettingsFactory, argparse.Namespace], int]) -> Callable[..., int]:
         return lambda args: fn(settings_of, args)
@@ -187,9 +188,10 @@ def add_auth_commands(
     uadd.add_argument("--data-dir", type=Path, dest="data_dir")
     uadd.set_defaults(func=bind(cmd_user_add))
 
-    keyp = sub.add_parser("keys", help="token signing keys").add_subparsers(
+    keyp = sub.add_parser("keys", help="token signing keys, PHI data keys").add_subparsers(
         dest="keys_command", required=True
     )
     rot = keyp.add_parser("rotate-signing", help="new signing key; the old one stays published")
     rot.add_argument("--data-dir", type=Path, dest="data_dir")
     rot.set_defaults(func=bind(cmd_keys_rotate))
+    return keyp

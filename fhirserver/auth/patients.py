@@ -41,7 +41,7 @@ async def search_patients(store: ResourceStore, query: str, limit: int = 25) -> 
     """Patients whose name matches `query` (all, when empty), at most `limit`."""
     params = [("name", query.strip())] if query.strip() else []
     try:
-        spec = parse_search("Patient", params)
+        spec = parse_search("Patient", params, blind=store.blind)
     except FhirError:
         return []
     docs = await store.find("Patient", spec.filter, sort=[("_id", 1)], limit=limit)

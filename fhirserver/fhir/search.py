@@ -30,6 +30,7 @@ from fhirserver.fhir.indexing import (
 )
 from fhirserver.fhir.searchparams import SEARCH_PARAMS, SearchParam, get_param
 from fhirserver.fhir.types import RESOURCE_TYPES
+from fhirserver.phi.blind import BlindIndex
 
 RESULT_PARAMS: frozenset[str] = frozenset(
     {
@@ -473,6 +474,92 @@ def chain_filter(chain: Chain, ids: list[str]) -> dict[str, Any]:
     return {f"idx.{chain.param.name}": {"$in": [f"{chain.target_type}/{i}" for i in ids]}}
 
 
+# --------------------------------------------------------------------------- blinded (PHI)
+
+_ENCRYPTED = "is encrypted at rest and searched by blind-index tokens (docs/phi.md)"
+
+
+def _tokens_cond(fld: str, tokens: list[str]) -> dict[str, Any]:
+    """Some stored token equals one of `tokens` (one value: an indexed equality)."""
+    unique = list(dict.fromkeys(tokens))
+    return {fld: unique[0]} if len(unique) == 1 else {fld: {"$in": unique}}
+
+
+def _blind_string(
+    blind: BlindIndex, rt: str, name: str, values: list[str], modifier: str | None
+) -> dict[str, Any] | None:
+    """Starts-with via prefix tokens, `:exact` via the exact-value token."""
+    param = blind.field(rt, name)
+    if modifier == "contains":
+        raise BadRequest(
+            f"Modifier ':contains' is not supported on '{name}': the parameter {_ENCRYPTED}; "
+            "search by the start of a value (default) or use ':exact'"
+        )
+    tokens: list[str] = []
+    for raw in values:
+        v = _unescape(raw)
+        if modifier == "exact":
+            tokens.append(blind.token(rt, param, "x", v))
+            continue
+        n = normalize(v)
+        if n:
+            tokens.append(blind.token(rt, param, "p", n))
+    return _tokens_cond(f"idx.{param}", tokens) if tokens else None
+
+
+def _blind_token(
+    blind: BlindIndex, rt: str, name: str, values: list[str], modifier: str | None
+) -> dict[str, Any] | None:
+    """code, system|code, |code and system| via their tokens; `:not` as their negation."""
+    param = blind.field(rt, name)
+    if modifier == "text":
+        raise BadRequest(
+            f"Modifier ':text' is not supported on '{name}': the parameter {_ENCRYPTED}"
+        )
+    tokens: list[str] = []
+    for raw in values:
+        pair = _split_once(raw, "|")
+        if pair is None:
+            tokens.append(blind.token(rt, param, "c", _unescape(raw)))
+            continue
+        system, code = _unescape(pair[0]), _unescape(pair[1])
+        if not system and not code:
+            raise _bad(name, raw, "a token needs a system or a code")
+        if not code:
+            tokens.append(blind.token(rt, param, "s", system))
+        else:
+            tokens.append(blind.token(rt, param, "sc", f"{system}|{code}"))
+    if not tokens:
+        return None
+    cond = _tokens_cond(f"idx.{param}", tokens)
+    return {"$nor": [cond]} if modifier == "not" else cond
+
+
+def _blind_date(blind: BlindIndex, rt: str, name: str, values: list[str]) -> dict[str, Any]:
+    """Equality (and `ne`) at year, month or day precision via date tokens."""
+    param = blind.field(rt, name)
+    fld = f"idx.{param}"
+    eq: list[str] = []
+    ne: list[str] = []
+    for raw in values:
+        prefix, value = _prefix(name, _unescape(raw))
+        dv = _parse_search_date(name, raw, value)
+        if prefix not in ("eq", "ne") or dv.has_time:
+            raise _bad(
+                name,
+                raw,
+                f"the parameter {_ENCRYPTED}: only YYYY, YYYY-MM or YYYY-MM-DD, with no prefix "
+                "(or eq/ne), can be searched; ranges (lt, gt, le, ge, sa, eb, ap) cannot",
+            )
+        (eq if prefix == "eq" else ne).append(blind.token(rt, param, "d", value.strip()))
+    conds: list[dict[str, Any]] = []
+    if eq:
+        conds.append(_tokens_cond(fld, eq))
+    for tok in ne:
+        conds.append({"$and": [{fld: {"$exists": True}}, {fld: {"$ne": tok}}]})
+    return _any_of(conds)
+
+
 # --------------------------------------------------------------------------- near
 
 
@@ -532,9 +619,10 @@ def _missing(name: str, fld: str, value: str) -> dict[str, Any]:
 
 
 class _Parser:
-    def __init__(self, resource_type: str, strict: bool) -> None:
+    def __init__(self, resource_type: str, strict: bool, blind: BlindIndex | None) -> None:
         self.rt = resource_type
         self.strict = strict
+        self.blind = blind
         self.spec = SearchSpec(resource_type=resource_type, filter={})
         self.conds: list[dict[str, Any]] = []
 
@@ -586,7 +674,11 @@ class _Parser:
         if sp is None:
             self.unsupported(f"Unknown search parameter '{base}' for {self.rt}: ignored")
             return
+        blinded = self.blind is not None and self.blind.covers(self.rt, sp.name)
         fld = f"idx.{sp.name}"
+        if blinded:
+            assert self.blind is not None
+            fld = f"idx.{self.blind.field(self.rt, sp.name)}"
         if modifier == "missing":
             self.conds.append(_missing(base, fld, value))
             self.keep(key, value.lower())
@@ -607,7 +699,15 @@ class _Parser:
                 return
         values = _split(value, ",")
         cond: dict[str, Any] | None
-        if sp.type == "token":
+        if blinded:
+            assert self.blind is not None
+            if sp.type == "string":
+                cond = _blind_string(self.blind, self.rt, base, values, modifier or None)
+            elif sp.type == "token":
+                cond = _blind_token(self.blind, self.rt, base, values, modifier or None)
+            else:
+                cond = _blind_date(self.blind, self.rt, base, values)
+        elif sp.type == "token":
             cond = _token(fld, base, values, modifier or None)
         elif sp.type == "string":
             cond = _string(fld, values, modifier or None)
@@ -675,7 +775,7 @@ class _Parser:
         sub_base = rest.partition(":")[0].partition(".")[0]
         if not rest or sub_base in RESULT_PARAMS:
             raise BadRequest(f"Invalid chained search '{key}'")
-        sub = parse_search(target, [(rest, value)], strict=self.strict)
+        sub = parse_search(target, [(rest, value)], strict=self.strict, blind=self.blind)
         if sub.warnings:
             self.unsupported(f"Chained search '{key}' not understood: ignored ({sub.warnings[0]})")
             return
@@ -743,6 +843,8 @@ class _Parser:
                 sp = get_param(self.rt, name)
                 if sp is None or sp.type == "special":
                     raise _bad("_sort", value, f"'{name}' is not a sortable parameter of {self.rt}")
+                if self.blind is not None and self.blind.covers(self.rt, name):
+                    raise _bad("_sort", value, f"'{name}' {_ENCRYPTED} and cannot be sorted by")
                 fld = f"srt.{name}"
             if all(f != fld for f, _ in self.spec.sort):
                 self.spec.sort.append((fld, direction))
@@ -784,13 +886,18 @@ class _Parser:
 
 
 def parse_search(
-    resource_type: str, params: list[tuple[str, str]], *, strict: bool = False
+    resource_type: str,
+    params: list[tuple[str, str]],
+    *,
+    strict: bool = False,
+    blind: BlindIndex | None = None,
 ) -> SearchSpec:
     """Parse search query parameters for `resource_type` into a SearchSpec.
 
     Unknown parameters and modifiers are ignored with a warning (strict=False) or raise
-    BadRequest (strict=True); malformed values always raise BadRequest.
+    BadRequest (strict=True); malformed values always raise BadRequest. With `blind` (the
+    store's blind index: `ResourceStore.blind`), PHI parameters are searched by tokens.
     """
     if resource_type not in SEARCH_PARAMS:
         raise BadRequest(f"Resource type '{resource_type}' is not searchable")
-    return _Parser(resource_type, strict).run(params)
+    return _Parser(resource_type, strict, blind).run(params)

@@ -80,7 +80,9 @@ class Searcher:
             if allowed:
                 clauses.append(allowed)
         for chain in spec.chains:
-            sub = parse_search(chain.target_type, chain.params, strict=strict)
+            sub = parse_search(
+                chain.target_type, chain.params, strict=strict, blind=self.store.blind
+            )
             if sub.chains:
                 raise BadRequest("chained parameters are supported one level deep")
             sub_filter = await self.resolve_filter(sub, strict, policy)

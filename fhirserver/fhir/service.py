@@ -26,6 +26,8 @@ from fhirserver.fhir.errors import (
 from fhirserver.fhir.search import parse_search
 from fhirserver.fhir.types import is_read_only, is_supported
 from fhirserver.fhir.validation import validate_resource
+from fhirserver.phi.blind import BlindIndex
+from fhirserver.phi.cipher import PHI_TYPES
 from fhirserver.storage.mongo import Mongo
 from fhirserver.storage.resources import ConditionalKeyTaken, ResourceStore, Stored
 
@@ -78,10 +80,17 @@ def parse_if_match(value: object) -> int | None:
     return int(v)
 
 
-def conditional_key(resource_type: str, params: Params) -> str:
-    """A canonical form of conditional criteria, to serialize racing conditional creates."""
-    spec = parse_search(resource_type, params, strict=True)
-    return "&".join(f"{k}={v}" for k, v in sorted(spec.passthrough))
+def conditional_key(resource_type: str, params: Params, blind: BlindIndex | None = None) -> str:
+    """A canonical form of conditional criteria, to serialize racing conditional creates.
+
+    With a blind index, the criteria of types that hold PHI are stored as a keyed digest
+    (`If-None-Exist: identifier=...` would otherwise put an MRN in conditional_keys).
+    """
+    spec = parse_search(resource_type, params, strict=True, blind=blind)
+    key = "&".join(f"{k}={v}" for k, v in sorted(spec.passthrough))
+    if blind is not None and resource_type in PHI_TYPES:
+        return "h:" + blind.digest(f"{resource_type}?{key}")
+    return key
 
 
 class FhirService:
@@ -132,7 +141,7 @@ class FhirService:
         policy = current_policy()
         if policy is not None:
             policy.require_unrestricted(resource_type, "conditional create, update and delete")
-        spec = parse_search(resource_type, params, strict=True)
+        spec = parse_search(resource_type, params, strict=True, blind=self.store.blind)
         if spec.chains or spec.near:
             raise BadRequest("conditional criteria may not use chained or near parameters")
         if not spec.filter:
@@ -160,7 +169,7 @@ class FhirService:
         resource = validate_resource(body, resource_type)
         if if_none_exist is None:
             return await self.mongo.transaction(lambda s: self.create_in(resource, s))
-        key = conditional_key(resource_type, if_none_exist)
+        key = conditional_key(resource_type, if_none_exist, self.store.blind)
         for _ in range(_CONDITIONAL_RETRIES):
             ids = await self.match(resource_type, if_none_exist)
             if len(ids) > 1:

@@ -32,14 +32,14 @@ class SchedulingRepository:
 
     async def search(self, rtype: str, params: Params, limit: int = MAX_READ) -> list[Json]:
         """Resources of `rtype` matching FHIR search parameters (strict parsing)."""
-        spec = parse_search(rtype, params, strict=True)
+        spec = parse_search(rtype, params, strict=True, blind=self.store.blind)
         query = await self.searcher.resolve_filter(spec, strict=True)
         docs = await self.store.find(rtype, query, projection={"raw": 1}, limit=limit)
         return [orjson.loads(d["raw"]) for d in docs]
 
     async def search_ids(self, rtype: str, params: Params) -> set[str]:
         """Ids of matching resources."""
-        spec = parse_search(rtype, params, strict=True)
+        spec = parse_search(rtype, params, strict=True, blind=self.store.blind)
         query = await self.searcher.resolve_filter(spec, strict=True)
         return set(await self.store.ids(rtype, query, MAX_READ))
 

@@ -25,6 +25,8 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from fhirserver.phi.cipher import RecordCipher, is_sealed, record_context
+
 Doc = dict[str, Any]
 Span = tuple[datetime, datetime]
 
@@ -314,8 +316,17 @@ def _granules(start: datetime, end: datetime, step: timedelta) -> list[datetime]
     return out
 
 
-async def _load_active(db: AsyncDatabase[Doc], now: datetime) -> list[_Active]:
-    appts = [orjson.loads(d["raw"]) async for d in db["Appointment"].find({}, {"raw": 1})]
+async def _load_active(
+    db: AsyncDatabase[Doc], now: datetime, cipher: RecordCipher | None
+) -> list[_Active]:
+    appts: list[Doc] = []
+    async for d in db["Appointment"].find({}, {"raw": 1, "v": 1}):
+        raw = d["raw"]
+        if is_sealed(raw):
+            if cipher is None:
+                raise ValueError("Appointments are sealed (docs/phi.md): pass the cipher")
+            raw = cipher.open(record_context("Appointment", d["_id"], int(d["v"])), raw)
+        appts.append(orjson.loads(raw))
     refs = (
         _ref((p.get("actor") or {}).get("reference"))
         for a in appts
@@ -331,14 +342,19 @@ async def _load_active(db: AsyncDatabase[Doc], now: datetime) -> list[_Active]:
 
 
 async def find_overlaps(
-    db: AsyncDatabase[Doc], *, now: datetime | None = None, granule_minutes: int = 5
+    db: AsyncDatabase[Doc],
+    *,
+    now: datetime | None = None,
+    granule_minutes: int = 5,
+    cipher: RecordCipher | None = None,
 ) -> list[Problem]:
     """Scan the whole database for double booking; [] when every invariant holds.
 
     (a) no two live claims share (r, g); (b) no two active Appointments overlap on a claimed
     actor, computed from their stored JSON alone; (c) every active appointment owns exactly
     its claims, of the right kind, and no live claim belongs to a missing or inactive one.
-    Reads everything: a test and operations tool, not a request-path function.
+    Reads everything: a test and operations tool, not a request-path function. `cipher`
+    opens sealed Appointments (docs/phi.md; `PhiCodec.from_settings(settings).cipher`).
     """
     now = now or datetime.now(UTC)
     step = timedelta(minutes=granule_minutes)
@@ -348,7 +364,7 @@ async def find_overlaps(
     for (r, g), n in Counter((c["r"], aware(c["g"])) for c in live).items():
         if n > 1:
             problems.append(Problem("duplicate-claim", r, f"{n} live claims at {g.isoformat()}"))
-    active = await _load_active(db, now)
+    active = await _load_active(db, now, cipher)
     by_actor: dict[str, list[_Active]] = defaultdict(list)
     for appt in active:
         for actor in appt.actors:

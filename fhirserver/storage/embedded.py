@@ -20,6 +20,9 @@ from typing import IO, Any
 
 log = logging.getLogger(__name__)
 
+# Written while a server runs on the data dir: how one-shot commands reach its store.
+MONGO_URI_FILE = "embedded-mongo.uri"
+
 
 class DataDirInUse(RuntimeError):
     """Another fhirserver process holds this data directory."""
@@ -95,6 +98,7 @@ class EmbeddedServers:
         else:
             port = self._start_mongo_process()
         self.mongodb_uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+        (self.data_dir / MONGO_URI_FILE).write_text(self.mongodb_uri + "\n")
         log.info("embedded MongoDB-wire server on %s", self.mongodb_uri)
 
     def _start_mongo_in_process(self) -> int:
@@ -147,6 +151,9 @@ class EmbeddedServers:
             with contextlib.suppress(Exception):
                 self._redis.shutdown(save=True, now=True)
             self._redis = None
+        if self.mongodb_uri is not None:
+            with contextlib.suppress(FileNotFoundError):
+                (self.data_dir / MONGO_URI_FILE).unlink()
         if self._mongo is not None:
             self._mongo.stop()
             self._mongo = None
@@ -206,15 +213,25 @@ def _readline_with_deadline(proc: subprocess.Popen[bytes], timeout: float) -> by
 
 @contextlib.contextmanager
 def mongodb_uri_for(
-    mongodb_uri: str | None, data_dir: Path, cache_size: str = "1G"
+    mongodb_uri: str | None, data_dir: Path, cache_size: str = "1G", *, attach: bool = False
 ) -> Iterator[str]:
     """The MongoDB URI a one-shot command (migrate, generate, client add) should use: the
-    configured one, or an embedded server on the data dir, started here and stopped after."""
+    configured one, or an embedded server on the data dir, started here and stopped after.
+
+    With `attach`, a data dir held by a running server is not an error: the command uses
+    that server's embedded store (`fhirserver keys rotate` runs without downtime)."""
     if mongodb_uri is not None:
         yield mongodb_uri
         return
     embedded = EmbeddedServers(data_dir, with_redis=False, cache_size=cache_size)
-    embedded.start()
+    try:
+        embedded.start()
+    except DataDirInUse:
+        uri_file = data_dir / MONGO_URI_FILE
+        if not attach or not uri_file.exists():
+            raise
+        yield uri_file.read_text().strip()
+        return
     try:
         assert embedded.mongodb_uri
         yield embedded.mongodb_uri

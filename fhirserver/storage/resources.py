@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from pymongo import DESCENDING
@@ -21,6 +21,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from fhirserver.fhir.errors import Conflict, Gone, NotFound, PreconditionFailed
+from fhirserver.phi.cipher import PHI_TYPES
+
+if TYPE_CHECKING:  # the codec is handed in (its blind index knows fhir/ search params)
+    from fhirserver.phi.codec import PhiCodec
 
 Doc = dict[str, Any]
 Indexer = Callable[[Mapping[str, Any]], tuple[dict[str, list[Any]], dict[str, str]]]
@@ -79,23 +83,46 @@ def _with_meta(resource: Mapping[str, Any], rid: str, version: int, lu: datetime
     return ordered
 
 
-def _stored(resource_type: str, doc: Mapping[str, Any]) -> Stored:
-    return Stored(
-        resource_type=resource_type,
-        id=doc.get("rid", doc["_id"]),
-        version=int(doc["v"]),
-        last_updated=doc["lu"],
-        raw=doc.get("raw"),
-        method=doc.get("m", "PUT"),
-    )
-
-
 class ResourceStore:
-    """All database access for FHIR resources (current versions, history, conditional keys)."""
+    """All database access for FHIR resources (current versions, history, conditional keys).
 
-    def __init__(self, db: AsyncDatabase[Doc], indexer: Indexer) -> None:
+    With a PhiCodec, the `raw` of PHI-bearing types is sealed on write (the same sealed
+    blob goes to the current document and to history, with its kid in `k`) and opened on
+    read, and the indexer stores blind-index tokens for PHI search values (docs/phi.md).
+    Documents returned by `find`/`read_doc` carry the opened JSON in `raw`.
+    """
+
+    def __init__(
+        self, db: AsyncDatabase[Doc], indexer: Indexer, phi: PhiCodec | None = None
+    ) -> None:
         self.db = db
-        self.indexer = indexer
+        self.phi = phi
+        self.indexer = phi.indexer(indexer) if phi is not None else indexer
+        self.blind = phi.blind if phi is not None else None
+
+    def _raw(self, resource_type: str, rid: str, doc: Mapping[str, Any]) -> bytes | None:
+        raw: bytes | None = doc.get("raw")
+        if raw is not None and self.phi is not None and raw[:1] == b"\x00":
+            return self.phi.open_raw(resource_type, rid, int(doc["v"]), raw)
+        return raw
+
+    def _stored(self, resource_type: str, doc: Mapping[str, Any]) -> Stored:
+        rid = doc.get("rid", doc["_id"])
+        return Stored(
+            resource_type=resource_type,
+            id=rid,
+            version=int(doc["v"]),
+            last_updated=doc["lu"],
+            raw=self._raw(resource_type, rid, doc),
+            method=doc.get("m", "PUT"),
+        )
+
+    def _open_docs(self, resource_type: str, docs: list[Doc]) -> list[Doc]:
+        if self.phi is not None and resource_type in PHI_TYPES:
+            for d in docs:
+                if "raw" in d:
+                    d["raw"] = self._raw(resource_type, d["_id"], d)
+        return docs
 
     # ---- reads -------------------------------------------------------------
 
@@ -107,7 +134,7 @@ class ResourceStore:
             {"_id": rid}, {"raw": 1, "v": 1, "lu": 1}, session=session
         )
         if doc is not None:
-            return _stored(resource_type, doc)
+            return self._stored(resource_type, doc)
         last = await self.last_version(resource_type, rid, session)
         if last is not None and last.deleted:
             raise Gone(f"{resource_type}/{rid} was deleted")
@@ -116,8 +143,9 @@ class ResourceStore:
     async def read_doc(
         self, resource_type: str, rid: str, session: AsyncClientSession | None = None
     ) -> Doc | None:
-        """The full stored document (with idx), or None."""
-        return await self.db[resource_type].find_one({"_id": rid}, session=session)
+        """The full stored document (with idx and the opened raw), or None."""
+        doc = await self.db[resource_type].find_one({"_id": rid}, session=session)
+        return None if doc is None else self._open_docs(resource_type, [doc])[0]
 
     async def last_version(
         self, resource_type: str, rid: str, session: AsyncClientSession | None = None
@@ -126,7 +154,7 @@ class ResourceStore:
         doc = await self.db[HISTORY].find_one(
             {"t": resource_type, "rid": rid}, sort=[("v", DESCENDING)], session=session
         )
-        return _stored(resource_type, doc) if doc else None
+        return self._stored(resource_type, doc) if doc else None
 
     async def vread(self, resource_type: str, rid: str, version: int) -> Stored:
         """One version from history; Gone for a deletion tombstone."""
@@ -135,7 +163,7 @@ class ResourceStore:
             if await self.last_version(resource_type, rid) is None:
                 raise NotFound(f"{resource_type}/{rid} is not known")
             raise NotFound(f"{resource_type}/{rid} has no version {version}")
-        stored = _stored(resource_type, doc)
+        stored = self._stored(resource_type, doc)
         if stored.deleted:
             raise Gone(f"{resource_type}/{rid} version {version} is a deletion")
         return stored
@@ -181,7 +209,7 @@ class ResourceStore:
             .sort([("lu", DESCENDING), ("_id", DESCENDING)])
             .limit(limit)
         )
-        return [_stored(d["t"], d) async for d in cursor]
+        return [self._stored(d["t"], d) async for d in cursor]
 
     async def find(
         self,
@@ -195,12 +223,14 @@ class ResourceStore:
     ) -> list[Doc]:
         """Documents of one type matching a filter (projection defaults to raw+keys)."""
         proj = projection if projection is not None else {"raw": 1, "v": 1, "lu": 1, "srt": 1}
+        if proj.get("raw") and "v" not in proj and resource_type in PHI_TYPES:
+            proj = {**proj, "v": 1}  # the version is part of a sealed record's context
         cursor = self.db[resource_type].find(query, proj, session=session)
         if sort:
             cursor = cursor.sort(sort)
         if limit:
             cursor = cursor.limit(limit)
-        return [d async for d in cursor]
+        return self._open_docs(resource_type, [d async for d in cursor])
 
     async def count(self, resource_type: str, query: Mapping[str, Any]) -> int:
         """How many current resources of a type match a filter."""
@@ -306,7 +336,12 @@ class ResourceStore:
         body = _with_meta(resource, rid, version, lu)
         raw = orjson.dumps(body)
         idx, srt = self.indexer(body)
-        doc: Doc = {"_id": rid, "v": version, "lu": lu, "raw": raw, "idx": idx, "srt": srt}
+        stored_raw, kid = raw, None
+        if self.phi is not None and resource_type in PHI_TYPES:
+            stored_raw, kid = self.phi.seal_raw(resource_type, rid, version, raw)
+        doc: Doc = {"_id": rid, "v": version, "lu": lu, "raw": stored_raw, "idx": idx, "srt": srt}
+        if kid is not None:
+            doc["k"] = kid
         coll = self.db[resource_type]
         if expect is None:
             try:
@@ -317,7 +352,9 @@ class ResourceStore:
             res = await coll.replace_one({"_id": rid, "v": expect}, doc, session=session)
             if res.matched_count != 1:
                 raise Conflict(f"{resource_type}/{rid} changed concurrently; retry")
-        await self._insert_history(resource_type, rid, version, lu, raw, method, session)
+        await self._insert_history(
+            resource_type, rid, version, lu, stored_raw, method, session, kid=kid
+        )
         return Stored(resource_type, rid, version, lu, raw, method)
 
     async def _insert_history(
@@ -329,6 +366,8 @@ class ResourceStore:
         raw: bytes | None,
         method: str,
         session: AsyncClientSession,
+        *,
+        kid: str | None = None,
     ) -> None:
         entry: Doc = {
             "_id": f"{resource_type}/{rid}/{version}",
@@ -340,6 +379,8 @@ class ResourceStore:
         }
         if raw is not None:
             entry["raw"] = raw
+        if kid is not None:
+            entry["k"] = kid
         try:
             await self.db[HISTORY].insert_one(entry, session=session)
         except DuplicateKeyError:

@@ -41,6 +41,8 @@ from hypothesis.stateful import (
 from pymongo import AsyncMongoClient
 
 from fhirserver.config import Settings
+from fhirserver.phi.cipher import RecordCipher
+from fhirserver.phi.codec import PhiCodec
 from fhirserver.scheduling.clock import SettableClock
 from fhirserver.storage.claims import find_overlaps
 from fhirserver.storage.embedded import EmbeddedServers
@@ -81,10 +83,12 @@ class Env:
     loop: LoopThread
     mongo: AsyncMongoClient[Json]
     db_name: str
+    cipher: RecordCipher  # opens the sealed Appointments (docs/phi.md)
 
     def scan(self) -> list[Any]:
         """The invariant scan over the machine's database at the server's now."""
-        return self.loop.run(find_overlaps(self.mongo[self.db_name], now=self.clock.now()))
+        return self.loop.run(find_overlaps(self.mongo[self.db_name], now=self.clock.now(),
+                                           cipher=self.cipher))
 
 
 class LoopThread:
@@ -124,7 +128,8 @@ def env(embedded: EmbeddedServers) -> Iterator[Env]:
         assert embedded.mongodb_uri
         mongo: AsyncMongoClient[Json] = loop.run(_client(embedded.mongodb_uri))
         try:
-            yield Env(settings_.base_url(), clock, loop, mongo, db_name)
+            cipher = PhiCodec.from_settings(settings_).cipher
+            yield Env(settings_.base_url(), clock, loop, mongo, db_name, cipher)
         finally:
             loop.run(mongo.drop_database(db_name))
             loop.run(mongo.close())

@@ -31,6 +31,8 @@ import redis.asyncio as aioredis
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from fhirserver.fhir.service import FhirService
+from fhirserver.phi.cipher import RecordCipher, TamperedRecord
+from fhirserver.phi.keyring import KeyringError
 from fhirserver.scheduling.clock import Clock
 from fhirserver.scheduling.criteria import FindCriteria
 from fhirserver.scheduling.finder import Proposal
@@ -59,8 +61,11 @@ class IndexService:
     """Owns the process's availability index: build, in-process updates, Redis sync."""
 
     def __init__(self, mongo: Mongo, store: ResourceStore, redis: aioredis.Redis,
-                 clock: Clock, granule_minutes: int, coverage_days: int = 100) -> None:
+                 clock: Clock, granule_minutes: int, coverage_days: int = 100,
+                 *, cipher: RecordCipher | None = None) -> None:
         self.mongo = mongo
+        # Stream events carry whole Appointments (PHI): sealed when a cipher is given.
+        self.cipher = cipher
         self.store = store
         self.redis = redis
         self.clock = clock
@@ -180,8 +185,10 @@ class IndexService:
             await self.apply(rtype, old, new)
         payload = [{"t": t, "old": o, "new": n} for t, o, n in changes]
         try:
-            await self._publish(keys=[STREAM, SEQ],
-                                args=[orjson.dumps({"o": self.origin, "c": payload}), MAXLEN])
+            event = orjson.dumps({"o": self.origin, "c": payload})
+            if self.cipher is not None:
+                event, _ = self.cipher.seal(STREAM, event)
+            await self._publish(keys=[STREAM, SEQ], args=[event, MAXLEN])
         except Exception:  # Redis down: the others catch up by a rebuild (seq gap)
             log.warning("could not publish an availability change", exc_info=True)
 
@@ -271,7 +278,15 @@ class IndexService:
                         await self.rebuild()
                         break
                     self.last_id, self.last_seq = _text(entry_id), seq
-                    event = orjson.loads(fields[b"e"])
+                    try:
+                        blob = fields[b"e"]
+                        event = orjson.loads(
+                            self.cipher.open(STREAM, blob) if self.cipher is not None else blob
+                        )
+                    except (TamperedRecord, KeyringError, orjson.JSONDecodeError):
+                        log.warning("unreadable availability event: rebuilding", exc_info=True)
+                        await self.rebuild()
+                        break
                     if event.get("o") == self.origin and seq > self._replay_own_until:
                         continue
                     async with self._lock:

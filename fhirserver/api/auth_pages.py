@@ -104,12 +104,21 @@ def consent_page(data: dict[str, Any], status: int = 200) -> HTMLResponse:
         f"{escape(text)} <code>{escape(token)}</code></label></li>"
         for token, text in data["scopes"]
     )
+    narrower = "".join(
+        f'<li><label><input type=checkbox name=scope value="{escape(token)}"> '
+        f"{escape(text)} <code>{escape(token)}</code></label></li>"
+        for token, text in data.get("narrower", [])
+    )
+    if narrower:
+        narrower = ("<p class=muted>Or share less: uncheck a scope above and check a narrower "
+                    f"one here.</p><ul>{narrower}</ul>")
     body = (
         f"<h1>Allow access?</h1><p>Signed in as <b>{escape(data['user'])}</b>.</p>"
         f"<p><b>{escape(data['client_name'])}</b> "
         f"(<code>{escape(data['client_id'])}</code>) asks to:</p>{about}"
         f'<form method=post action="consent">{_hidden(data)}<ul>{rows}</ul>'
         "<p class=muted>Uncheck anything you do not want to share.</p>"
+        f"{narrower}"
         "<button type=submit name=decision value=allow>Allow</button>"
         "<button type=submit name=decision value=deny>Deny</button></form>"
     )

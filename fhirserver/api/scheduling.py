@@ -51,6 +51,17 @@ def _own_patient(request: Request, inputs: dict[str, list[Any]]) -> None:
             raise Forbidden("a patient can search only on their own behalf", code="forbidden")
 
 
+def _idempotency_key(request: Request) -> str | None:
+    """The Idempotency-Key, scoped to the caller: another client or user replaying the same
+    key must not receive the first caller's appointment."""
+    key = request.headers.get("idempotency-key")
+    policy = request_policy(request)
+    if key is None or policy is None:
+        return key
+    who = policy.principal
+    return f"{who.client_id}|{who.user_id or ''}|{key}"
+
+
 @router.api_route("/Appointment/$find", methods=["GET", "POST"], summary="$find")
 async def find(request: Request) -> Response:
     """Proposed Appointments for bookable time, earliest first across providers."""
@@ -74,5 +85,5 @@ async def book(request: Request) -> Response:
     ctx = await _ctx(request, "operation-book", ("Appointment", "c"))
     values = await _inputs(request, ctx, "book")
     raw = getattr(request.state, "raw_body", b"")
-    result = await ctx.scheduling.book(values, request.headers.get("idempotency-key"), raw)
+    result = await ctx.scheduling.book(values, _idempotency_key(request), raw)
     return fhir_response(result.body, result.status, result.headers)

@@ -171,7 +171,9 @@ def _rest_event(
         patients |= patients_in_body(body)
         if ex.request_body:
             patients |= patients_in_body(ex.request())
-    phi = target.resource_type is None or target.resource_type in PHI_TYPES or bool(patients)
+    # $find offers public availability: it touches PHI only when it names a patient.
+    phi_type = target.resource_type in PHI_TYPES and target.operation != "Appointment/$find"
+    phi = target.resource_type is None or phi_type or bool(patients)
     if not phi:
         return None
     context = replace(context, patients=tuple(sorted(patients))[:MAX_ENTITIES])

@@ -232,3 +232,27 @@ class Scopes:
 def parse_scope(scope: str | None) -> Scopes:
     """Parse, or ScopeError."""
     return Scopes.parse(scope)
+
+
+#: Types the consent page offers one by one in place of a `*` scope.
+NARROWABLE_TYPES = ("Patient", "Appointment", "Slot", "Schedule", "Practitioner",
+                    "PractitionerRole", "Location", "HealthcareService")
+#: v2 query constraints the consent page offers on a type's read and search.
+OFFERED_CONSTRAINTS = {"Appointment": (("status", "booked"),)}
+
+
+def narrower_options(requested: Scopes) -> list[str]:
+    """Scopes a user may grant instead of the requested ones, on the consent page: one type
+    in place of `*`, and query-constrained v2 read/search (`patient/Appointment.rs?status=
+    booked`). Each is covered by a requested scope; none is requested as spelled."""
+    out: dict[str, None] = {}
+    for scope in requested.resources:
+        types = NARROWABLE_TYPES if scope.resource_type == "*" else (scope.resource_type,)
+        for rtype in types:
+            if rtype != scope.resource_type:
+                out[ResourceScope(scope.context, rtype, scope.permissions).text()] = None
+            reads = scope.permissions & frozenset("rs")
+            for constraint in OFFERED_CONSTRAINTS.get(rtype, ()):
+                if reads and not scope.constraints:
+                    out[ResourceScope(scope.context, rtype, reads, (constraint,)).text()] = None
+    return [t for t in out if t not in requested.tokens]

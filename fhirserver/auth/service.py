@@ -38,7 +38,13 @@ from fhirserver.auth.clients import ClientSpecError, build_client, read_clients_
 from fhirserver.auth.keys import KeyRing
 from fhirserver.auth.models import ROLES, Client, Consent, LaunchContext, TokenRecord, User
 from fhirserver.auth.passwords import hash_password, sha256_hex, verify_password
-from fhirserver.auth.scopes import ADMIN_SCOPE, LAUNCH_API_SCOPE, ScopeError, Scopes
+from fhirserver.auth.scopes import (
+    ADMIN_SCOPE,
+    LAUNCH_API_SCOPE,
+    ScopeError,
+    Scopes,
+    narrower_options,
+)
 from fhirserver.auth.server import (
     AuthCore,
     AuthRequest,
@@ -434,11 +440,13 @@ class AuthService:
         patient = launch.get("patient") or pending.get("patient")
         if needs_patient and not patient and user.role != "patient":
             return FlowResult(redirect=self._page_url("picker", pending))
-        scopes = [(t, describe_scope(t)) for t in Scopes.parse(pending["scope"]).tokens]
+        requested = Scopes.parse(pending["scope"])
+        scopes = [(t, describe_scope(t)) for t in requested.tokens]
         data = {
             **self._page_data(pending),
             "user": user.name or user.username,
             "scopes": scopes,
+            "narrower": [(t, describe_scope(t)) for t in narrower_options(requested)],
             "patient_id": patient,
         }
         return FlowResult(page="consent", data=data)
@@ -464,11 +472,15 @@ class AuthService:
             return self._deny(pending, "the user denied access")
         requested = Scopes.parse(pending["scope"])
         try:
-            granted = Scopes.parse(t for t in requested.tokens if t in set(chosen))
+            # Requested scopes in their order, then narrower ones the user chose instead.
+            granted = Scopes.parse(
+                [t for t in requested.tokens if t in set(chosen)]
+                + [t for t in chosen if t not in requested.tokens]
+            )
         except ScopeError:
             return _error_page("Invalid scope selection.")
-        if set(chosen) - set(requested.tokens) or not requested.covers(granted):
-            return _error_page("Only requested scopes can be granted.")
+        if not requested.covers(granted):
+            return _error_page("Only requested scopes, or narrower ones, can be granted.")
         if not granted:
             return self._deny(pending, "the user granted no scope")
         if self._insecure() is not None:

@@ -5,10 +5,12 @@ read and search code serves it, plus the chain fields:
 
     {_id, v: 1, lu, raw, idx, srt, seq, prev, hash}
 
-A batch is appended in one transaction that reads the head (highest `seq`) and inserts the
-next records. `seq` is unique: when another process appended first, the insert collides
-(duplicate key, or a write conflict that the transaction runner retries) and the batch is
-re-chained on the new head. Nothing here updates or deletes a record.
+A batch is appended in one transaction that inserts the next records after the head
+(highest `seq`). The head is remembered between batches: reading it from the store each
+time costs SecantusDB a walk over the whole collection. `seq` is unique, so a remembered
+head that another process has moved past makes the insert collide (duplicate key, or a
+write conflict that the transaction runner retries); the head is then re-read from the
+remembered `seq` on and the batch re-chained. Nothing here updates or deletes a record.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class AuditLog:
         self.mongo = mongo
         self.indexer = indexer
         self.coll = mongo.db[COLLECTION]
+        self._head: tuple[int, str] | None = None  # (seq, hash) after our last append
 
     def _prepare(self, events: Sequence[Mapping[str, Any]]) -> list[Doc]:
         lu = now_utc()
@@ -80,10 +83,7 @@ class AuditLog:
         docs = self._prepare(events)
 
         async def run(session: AsyncClientSession) -> list[int]:
-            head = await self.coll.find_one(
-                {}, {"seq": 1, "hash": 1}, sort=[("seq", DESCENDING)], session=session
-            )
-            seq, prev = (int(head["seq"]), str(head["hash"])) if head else (0, GENESIS)
+            seq, prev = self._head if self._head is not None else await self.head(session=session)
             for doc in docs:
                 seq += 1
                 doc["seq"], doc["prev"] = seq, prev
@@ -94,16 +94,31 @@ class AuditLog:
         last: Exception | None = None
         for _ in range(_APPEND_ATTEMPTS):
             try:
-                return await self.mongo.transaction(run)
+                seqs = await self.mongo.transaction(run)
             except (DuplicateKeyError, BulkWriteError) as exc:
                 if not _duplicate_seq(exc):
                     raise
                 last = exc  # another process appended first: re-chain on the new head
+                self._head = await self.head(after=self._head[0] if self._head else 0)
+                continue
+            except BaseException:
+                self._head = None  # unknown outcome: read the head again next time
+                raise
+            self._head = (int(docs[-1]["seq"]), str(docs[-1]["hash"]))
+            return seqs
         raise AuditAppendError(f"could not claim the chain head: {last}")
 
-    async def head(self) -> tuple[int, str]:
-        """(seq, hash) of the newest record; (0, GENESIS) when the trail is empty."""
-        head = await self.coll.find_one({}, {"seq": 1, "hash": 1}, sort=[("seq", DESCENDING)])
+    async def head(
+        self, *, after: int = 0, session: AsyncClientSession | None = None
+    ) -> tuple[int, str]:
+        """(seq, hash) of the newest record; (0, GENESIS) when the trail is empty.
+
+        `after`: a `seq` known to exist, so only the records from it on are looked at.
+        """
+        head = await self.coll.find_one(
+            {"seq": {"$gte": after}}, {"seq": 1, "hash": 1}, sort=[("seq", DESCENDING)],
+            session=session,
+        )
         return (int(head["seq"]), str(head["hash"])) if head else (0, GENESIS)
 
     async def records(self) -> AsyncIterator[Doc]:

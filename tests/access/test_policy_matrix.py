@@ -16,10 +16,14 @@ import pytest
 
 from tests.auth.conftest import AuthServer
 from tests.auth.helpers import (
+    CONFIDENTIAL,
     PASSWORD,
     SEEDER,
     SEEDER_SECRET,
+    AuthRequestParams,
+    authorize,
     client_token_sync,
+    exchange,
     user_token,
 )
 
@@ -318,3 +322,25 @@ async def test_expired_and_revoked_tokens_are_refused(auth_server: AuthServer) -
                          data={"token": token})
         assert r.status_code == 200, r.text
     assert (await _get(srv, token, "/Patient/acc-pat-1")).status_code == 401
+
+
+async def test_consent_narrows_to_a_query_constrained_scope(
+    auth_server: AuthServer, tokens: Tokens
+) -> None:
+    """The user unchecks `patient/*.rs` and checks the offered `patient/Appointment.rs?
+    status=booked`: the token carries the narrower scope and the API holds to it."""
+    srv = auth_server
+    narrow = "patient/Appointment.rs?status=booked"
+    async with httpx.AsyncClient(timeout=30, follow_redirects=False) as http:
+        params = AuthRequestParams(client_id=CONFIDENTIAL, aud=srv.fhir_base,
+                                   scope="launch/patient patient/*.rs")
+        got = await authorize(http, srv.auth_base, params, username="acc-pat",
+                              uncheck=("patient/*.rs",), check=(narrow,))
+        r = await exchange(http, srv.token_url, got["code"], params)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["scope"].split() == ["launch/patient", narrow]
+    token = body["access_token"]
+    assert await _ids(srv, token, SEARCH_APPTS) == {"acc-appt-1"}  # booked, hers
+    assert (await _get(srv, token, "/Appointment/acc-appt-3")).status_code == 404  # cancelled
+    assert (await _get(srv, token, "/Patient/acc-pat-1")).status_code == 403  # not granted

@@ -144,6 +144,10 @@ async def test_find_operation_and_transaction(client: httpx.AsyncClient) -> None
     assert codes(event["subtype"]) == {"operation", "Appointment/$find"}
     assert f"patient-reference=Patient%2F{pid}" in query_of(event)
     assert f"Patient/{pid}" in patient_refs(event)
+    # Without a patient, $find returns public availability: not in the trail.
+    r = await client.get("/Appointment/$find", params={"start": START, "end": END})
+    assert r.status_code == 200, r.text
+    assert await events_for(client, r.headers["x-request-id"]) == []
 
     bundle = {
         "resourceType": "Bundle",

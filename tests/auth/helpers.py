@@ -179,17 +179,21 @@ async def consent(
     consent_url: str,
     *,
     uncheck: tuple[str, ...] = (),
+    check: tuple[str, ...] = (),
     decision: str = "allow",
 ) -> tuple[httpx.Response, str]:
-    """Answer the consent page; returns (the response, the page html)."""
+    """Answer the consent page: the checked scopes minus `uncheck`, plus the offered
+    narrower ones in `check`; returns (the response, the page html)."""
     page = await http.get(absolute(auth_base, consent_url))
     assert page.status_code == 200, page.text
-    scopes = re.findall(r'name=scope value="([^"]*)"', page.text)
+    checked = re.findall(r'name=scope value="([^"]*)" checked', page.text)
+    offered = re.findall(r'name=scope value="([^"]*)">', page.text)
+    assert set(check) <= set(offered), (check, offered)
     form: dict[str, str | list[str]] = {
         "req": hidden(page.text, "req"),
         "csrf": hidden(page.text, "csrf"),
         "decision": decision,
-        "scope": [s for s in scopes if s not in uncheck],
+        "scope": [s for s in checked if s not in uncheck] + list(check),
     }
     return await http.post(f"{auth_base}/consent", data=form), page.text
 
@@ -203,6 +207,7 @@ async def authorize(
     password: str = PASSWORD,
     patient: str | None = None,
     uncheck: tuple[str, ...] = (),
+    check: tuple[str, ...] = (),
 ) -> dict[str, str]:
     """authorize -> login -> (picker) -> consent; the query the client's redirect_uri gets."""
     r = await start(http, auth_base, params)
@@ -218,7 +223,7 @@ async def authorize(
         assert r.status_code == 303, r.text
         location = r.headers["location"]
     assert "/auth/consent" in location, location
-    r, _ = await consent(http, auth_base, location, uncheck=uncheck)
+    r, _ = await consent(http, auth_base, location, uncheck=uncheck, check=check)
     assert r.status_code == 303, r.text
     final = r.headers["location"]
     assert final.startswith(params.redirect_uri), final

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     auth_refresh_token_days: int = 90
     auth_session_minutes: int = 480
     auth_launch_minutes: int = 60
+    # Active access-token records are remembered this long per process; a revocation made
+    # by another server process takes effect here within it (auth/active_tokens.py).
+    auth_token_cache_seconds: float = 5.0
     # PHI at rest (docs/phi.md). The keyring file; default <data_dir>/phi-keyring.json,
     # created 0600 on first start. Back it up apart from the database.
     phi_keyring: Path | None = None

@@ -149,7 +149,10 @@ class AuthService:
             access=settings.auth_access_token_seconds,
             refresh=settings.auth_refresh_token_days * 24 * 3600,
         )
-        self.tokens = TokenService(self.store, self.keys, self.urls, self.now, self.lifetimes)
+        self.tokens = TokenService(
+            self.store, self.keys, self.urls, self.now, self.lifetimes,
+            cache_seconds=settings.auth_token_cache_seconds,
+        )
         self.prefix = f"fhirserver:{settings.db_name}:auth"
         self.core = AuthCore(
             store=self.store,

@@ -13,6 +13,7 @@ hashes; a database dump does not hand out live credentials.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -41,6 +42,8 @@ class AuthStore:
 
     def __init__(self, client: MongoClient[Doc], db_name: str) -> None:
         self.client = client
+        # Called as hook(jti=..., grant_id=...) after a revocation (active_tokens.py).
+        self.revocation_hooks: list[Callable[..., None]] = []
         self.db: Database[Doc] = client[db_name]
         self.clients: Collection[Doc] = self.db["auth_clients"]
         self.users: Collection[Doc] = self.db["auth_users"]
@@ -257,12 +260,16 @@ class AuthStore:
 
     def revoke_access(self, jti: str) -> None:
         self.tokens.update_one({"_id": jti}, {"$set": {"revoked": True}})
+        for hook in self.revocation_hooks:
+            hook(jti=jti)
 
     def revoke_grant(self, grant_id: str) -> int:
         """Revoke every access and refresh token issued under one authorization."""
         res = self.tokens.update_many(
             {"grant_id": grant_id}, {"$set": {"revoked": True, "refresh_revoked": True}}
         )
+        for hook in self.revocation_hooks:
+            hook(grant_id=grant_id)
         return res.modified_count
 
     # ---- demo credentials ------------------------------------------------------

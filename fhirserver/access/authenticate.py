@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from fhirserver.auth.models import TokenRecord, User
 from fhirserver.auth.principal import Principal
 from fhirserver.auth.scopes import ScopeError, Scopes
@@ -19,23 +21,51 @@ class InvalidToken(Unauthorized):
         super().__init__(message, code="login", extra={"headers": {"WWW-Authenticate": challenge}})
 
 
-def authenticate(auth: AuthService, authorization: str | None) -> Principal:
-    """The Principal behind an `Authorization: Bearer` header, or InvalidToken (401).
+@dataclass(frozen=True)
+class Verified:
+    """A verified token's Principal and the facts that say how long it stays valid."""
 
-    Blocking (the token store is a synchronous client): call it from a thread.
-    """
+    principal: Principal
+    expires_at: int
+    jti: str
+    grant_id: str
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an `Authorization: Bearer` header, or InvalidToken (401)."""
     if not authorization:
         raise InvalidToken("this server requires a Bearer access token", error=None)
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise InvalidToken("the Authorization header must be 'Bearer <access token>'")
-    record = auth.tokens.verify_access(token.strip())
+    return token.strip()
+
+
+def remembered(auth: AuthService, token: str) -> Principal | None:
+    """The Principal of a token verified a moment ago in this process and still unexpired
+    (no thread, no store, no signature check)."""
+    hit: Verified | None = auth.verified.get(token)
+    if hit is None or hit.expires_at <= auth.now():
+        return None
+    principal: Principal = hit.principal
+    return principal
+
+
+def authenticate(auth: AuthService, token: str) -> Principal:
+    """The Principal of a Bearer token, or InvalidToken (401); remembered for a few seconds.
+
+    Blocking (the token store is a synchronous client): call it from a thread.
+    """
+    record = auth.tokens.verify_access(token)
     if record is None:
         raise InvalidToken("the access token is invalid, expired or revoked")
     user = auth.store.get_user(record.user_id) if record.user_id else None
     if record.user_id and (user is None or user.disabled):
         raise InvalidToken("the token's user no longer exists or is disabled")
-    return principal_of(record, user)
+    principal = principal_of(record, user)
+    verified = Verified(principal, record.expires_at, record.jti, record.grant_id)
+    auth.verified.put(token, verified, record.jti, record.grant_id)
+    return principal
 
 
 def principal_of(record: TokenRecord, user: User | None) -> Principal:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from fhirserver.access.authenticate import authenticate
+from fhirserver.access.authenticate import authenticate, bearer_token, remembered
 from fhirserver.access.current import CURRENT_POLICY
 from fhirserver.access.policy import AccessPolicy
 from fhirserver.auth.principal import Principal, trusted_principal
@@ -29,8 +29,11 @@ async def authorize(request: Request, ctx: AppContext) -> AccessPolicy | None:
     else:
         if ctx.auth is None:
             raise FhirError("the authorization server is not running")
-        principal = await run_in_threadpool(
-            authenticate, ctx.auth, request.headers.get("authorization")
+        token = bearer_token(request.headers.get("authorization"))
+        cached = remembered(ctx.auth, token)
+        principal = (
+            cached if cached is not None
+            else await run_in_threadpool(authenticate, ctx.auth, token)
         )
         policy = AccessPolicy(principal, ctx.store, full_indexer)
     request.state.principal = principal

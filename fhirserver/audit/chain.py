@@ -50,39 +50,22 @@ class VerifyResult:
 async def verify_records(records: AsyncIterator[Mapping[str, Any]]) -> VerifyResult:
     """Walk records in ascending `seq` order and report the first broken link."""
     prev, expected, count = GENESIS, 1, 0
+
+    def broken(reason: str) -> VerifyResult:
+        return VerifyResult(False, count, expected - 1, prev, expected, reason)
+
     async for doc in records:
         seq = doc.get("seq")
         if seq != expected:
-            return VerifyResult(
-                False,
-                count,
-                expected - 1,
-                prev,
-                expected,
-                f"record seq {expected} is missing (next record has seq {seq})",
-            )
+            return broken(f"record seq {expected} is missing (next record has seq {seq})")
         raw = doc.get("raw")
         rid = doc.get("_id")
         if not isinstance(raw, bytes) or not isinstance(rid, str):
-            return VerifyResult(False, count, expected - 1, prev, expected, "record is malformed")
+            return broken("record is malformed")
         if doc.get("prev") != prev:
-            return VerifyResult(
-                False,
-                count,
-                expected - 1,
-                prev,
-                expected,
-                "prev does not match the hash of the record before",
-            )
+            return broken("prev does not match the hash of the record before")
         digest = record_hash(prev, expected, rid, raw)
         if doc.get("hash") != digest:
-            return VerifyResult(
-                False,
-                count,
-                expected - 1,
-                prev,
-                expected,
-                "content does not match its hash (record modified)",
-            )
+            return broken("content does not match its hash (record modified)")
         prev, expected, count = digest, expected + 1, count + 1
     return VerifyResult(True, count, expected - 1, prev)

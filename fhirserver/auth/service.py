@@ -34,6 +34,7 @@ from authlib.common.urls import add_params_to_uri
 from authlib.oauth2.rfc6749 import OAuth2Error
 from pymongo import MongoClient
 
+from fhirserver.auth.active_tokens import TokenMemo
 from fhirserver.auth.clients import ClientSpecError, build_client, read_clients_file
 from fhirserver.auth.keys import KeyRing
 from fhirserver.auth.models import ROLES, Client, Consent, LaunchContext, TokenRecord, User
@@ -153,6 +154,9 @@ class AuthService:
             self.store, self.keys, self.urls, self.now, self.lifetimes,
             cache_seconds=settings.auth_token_cache_seconds,
         )
+        # Verified Bearer tokens of FHIR requests (access/authenticate.py), same lifetime.
+        self.verified: TokenMemo[Any] = TokenMemo(settings.auth_token_cache_seconds)
+        self.store.revocation_hooks.append(self.verified.forget)
         self.prefix = f"fhirserver:{settings.db_name}:auth"
         self.core = AuthCore(
             store=self.store,

@@ -19,7 +19,7 @@ from typing import Any
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
 
-from fhirserver.auth.active_tokens import ActiveTokenCache
+from fhirserver.auth.active_tokens import TokenMemo
 from fhirserver.auth.keys import SIGNING_ALG, KeyRing
 from fhirserver.auth.models import Client, TokenRecord, User
 from fhirserver.auth.scopes import ScopeError, Scopes
@@ -76,7 +76,7 @@ class TokenService:
         self.urls = urls
         self.now = now
         self.lifetimes = lifetimes
-        self.active = ActiveTokenCache(cache_seconds)
+        self.active: TokenMemo[TokenRecord] = TokenMemo(cache_seconds)
         store.revocation_hooks.append(self.active.forget)
 
     # ---- issuing --------------------------------------------------------------
@@ -208,7 +208,7 @@ class TokenService:
         if record is None:
             record = self.store.get_token(claims["jti"])
             if record is not None and not record.revoked:
-                self.active.put(record)
+                self.active.put(record.jti, record, record.jti, record.grant_id)
         if record is None or record.revoked or record.expires_at <= self.now():
             return None
         return record

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fhirserver.auth.active_tokens import ActiveTokenCache
+from fhirserver.auth.active_tokens import TokenMemo
 from fhirserver.auth.models import TokenRecord
 
 
@@ -12,9 +12,9 @@ def _record(jti: str, grant: str) -> TokenRecord:
 
 
 def test_revocation_evicts_token_and_grant() -> None:
-    cache = ActiveTokenCache(ttl=60)
+    cache: TokenMemo[TokenRecord] = TokenMemo(ttl=60)
     for jti, grant in (("a", "g1"), ("b", "g1"), ("c", "g2")):
-        cache.put(_record(jti, grant))
+        cache.put(jti, _record(jti, grant), jti, grant)
     assert cache.get("a") is not None
     cache.forget(jti="a")
     assert cache.get("a") is None and cache.get("b") is not None
@@ -23,6 +23,6 @@ def test_revocation_evicts_token_and_grant() -> None:
 
 
 def test_zero_ttl_remembers_nothing() -> None:
-    cache = ActiveTokenCache(ttl=0)
-    cache.put(_record("a", "g"))
+    cache: TokenMemo[TokenRecord] = TokenMemo(ttl=0)
+    cache.put("a", _record("a", "g"), "a", "g")
     assert cache.get("a") is None

@@ -11,6 +11,7 @@ disclosed unaudited.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -37,6 +38,9 @@ from fhirserver.audit.writer import AuditWriteFailed, AuditWriter
 
 log = logging.getLogger(__name__)
 
+# Queries: BALP PatientQuery wants one AuditEvent per patient in the result.
+QUERY_INTERACTIONS = frozenset({"search-type", "history-type", "history-instance",
+                                "history-system"})
 LOGIN_PATH = "/auth/login"
 TOKEN_PATH = "/auth/token"
 SESSION_COOKIE = b"fhirserver_session="
@@ -143,21 +147,23 @@ class AuditMiddleware:
             server=ctx.settings.base_url(),
             status=ex.status,
         )
-        event: dict[str, Any] | None
+        found: list[dict[str, Any]]
         if auth_kind == LOGIN_PATH:
-            event = _login_event(context, ex)
+            found = [_login_event(context, ex)]
         elif auth_kind == TOKEN_PATH:
-            event = _token_event(context, ex, scope)
+            found = [_token_event(context, ex, scope)]
         else:
             assert target is not None
-            event = _rest_event(context, target, ex, scope, state.get("principal"))
-        if event is not None:
-            await writer.record(event)
+            found = _rest_event(context, target, ex, scope, state.get("principal"))
+        # One group commit takes them all: the request waits for the batch, not each one.
+        await asyncio.gather(*(writer.record(event) for event in found))
 
 
 def _rest_event(
     context: events.Context, target: Target, ex: _Exchange, scope: Scope, principal: Any
-) -> dict[str, Any] | None:
+) -> list[dict[str, Any]]:
+    """The AuditEvents of one REST request: none when it touches no PHI; for a query that
+    returned several patients one per patient (BALP PatientQuery), else one."""
     query_string = scope.get("query_string", b"").decode("latin-1")
     form = (
         ex.request() if target.interaction == "search-type" and scope["method"] == "POST" else None
@@ -175,16 +181,20 @@ def _rest_event(
     phi_type = target.resource_type in PHI_TYPES and target.operation != "Appointment/$find"
     phi = target.resource_type is None or phi_type or bool(patients)
     if not phi:
-        return None
-    context = replace(context, patients=tuple(sorted(patients))[:MAX_ENTITIES])
-    return events.rest_event(
-        context,
-        actor_for(principal, ex.status),
-        _subtype(target, body),
-        data=tuple(touched_resources(target, ex.headers, body, ex.status)),
-        query=search_query(target, query_string, form),
-        operation=target.operation,
-    )
+        return []
+    ordered = tuple(sorted(patients))[:MAX_ENTITIES]
+    per_patient = target.interaction in QUERY_INTERACTIONS and len(ordered) > 1
+    groups = [(p,) for p in ordered] if per_patient else [ordered]
+    actor = actor_for(principal, ex.status)
+    data = tuple(touched_resources(target, ex.headers, body, ex.status))
+    query = search_query(target, query_string, form)
+    return [
+        events.rest_event(
+            replace(context, patients=group), actor, _subtype(target, body),
+            data=data, query=query, operation=target.operation,
+        )
+        for group in groups
+    ]
 
 
 def _subtype(target: Target, body: bytes) -> str:

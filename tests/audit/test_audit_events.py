@@ -111,13 +111,19 @@ async def test_search_is_a_balp_query_with_the_query(client: httpx.AsyncClient) 
     assert patient_refs(event) == {f"Patient/{pid}"}
 
 
-async def test_search_listing_patients_names_each_of_them(client: httpx.AsyncClient) -> None:
+async def test_search_listing_patients_is_one_event_per_patient(
+    client: httpx.AsyncClient,
+) -> None:
+    """BALP PatientQuery: a query that returns several patients is audited once for each."""
     family = "Listed" + (await _create(client, patient()))[:6]
     ids = {await _create(client, patient(family=family)) for _ in range(3)}
     r = await client.get("/Patient", params={"family": family})
     assert r.json()["total"] == 3
-    event = await only_event(client, r)
-    assert patient_refs(event) == {f"Patient/{i}" for i in ids}
+    found = await events_for(client, r.headers["x-request-id"])
+    assert len(found) == 3
+    assert [len(patient_refs(e)) for e in found] == [1, 1, 1]
+    assert set().union(*(patient_refs(e) for e in found)) == {f"Patient/{i}" for i in ids}
+    assert {query_of(e) for e in found} == {f"Patient?family={family}"}
 
 
 async def test_failure_outcome_and_no_event_for_non_phi(client: httpx.AsyncClient) -> None:

@@ -37,6 +37,14 @@ FIRST_AVAILABLE_TRIES = 10
 ALTERNATIVES = 5
 
 
+class OfferTaken(Conflict):
+    """A generated offer's Appointment was booked by someone else since it was offered."""
+
+
+#: Appointment statuses that hold their time: booking their offer again would replace them.
+_LIVE = frozenset({"proposed", "pending", "booked", "arrived", "checked-in", "waitlist"})
+
+
 @dataclass(frozen=True)
 class OperationResult:
     """Bytes to send and the headers that go with them."""
@@ -156,7 +164,15 @@ class SchedulingOperations:
         appt_id = first(values, "appointment-id")
         held = await self._held(appt_id, values, now) if appt_id else None
         appt = held if held is not None else await self._proposal_from(values, now)
-        return await self._commit_booking(appt, held is not None, values, idem_key, fingerprint)
+        try:
+            return await self._commit_booking(
+                appt, held is not None, values, idem_key, fingerprint
+            )
+        except OfferTaken:
+            # Lost the race for a generated offer: the availability check, run again now
+            # that the winner committed, answers 409 with the next available times.
+            await self._proposal_from({"appointment-id": [appt_id]}, self.clock.now())
+            raise
 
     async def _commit_booking(
         self,
@@ -195,6 +211,7 @@ class SchedulingOperations:
             if cancel_id:
                 await self._cancel_in(ref_id(cancel_id, "Appointment"), session)
             if from_hold:
+                await self._refuse_taken_offer(booked["id"], session)
                 result = await self.service.update_in(booked, booked["id"], session)
             else:
                 result = await self.service.create_in(booked, session)
@@ -234,6 +251,16 @@ class SchedulingOperations:
         if last is not None:
             raise last
         raise Conflict("no available time matches the first-available criteria")
+
+    async def _refuse_taken_offer(self, appt_id: str, session: AsyncClientSession) -> None:
+        """A generated offer's Appointment is created on its first booking and reused once
+        cancelled; one that is live again belongs to whoever booked it meanwhile (a racer
+        that passed the availability check just before). Never overwrite it."""
+        if parse_generated_slot_id(appt_id) is None:
+            return
+        current = await self.service.store.read_doc("Appointment", appt_id, session)
+        if current is not None and orjson.loads(current["raw"]).get("status") in _LIVE:
+            raise OfferTaken(f"Slot/{appt_id} is no longer available")
 
     async def _check_cancellable(
         self, appt_id: str, session: AsyncClientSession | None = None

@@ -150,6 +150,27 @@ async def test_parallel_books_of_one_offer_have_one_winner(client: httpx.AsyncCl
     assert codes.count(201) == 1 and codes.count(409) == 19, codes
 
 
+async def test_parallel_books_of_one_offer_id_never_replace_the_winner(
+    client: httpx.AsyncClient,
+) -> None:
+    """By `appointment-id`, a generated offer's Appointment takes the offer's id: a racer
+    that passed the availability check just before the winner committed must get 409, not
+    update the winner's booking into its own (an acknowledged booking silently lost)."""
+    doc, _, _ = await bookable_practitioner(client)
+    offer = (await find(client, doc))[4]
+    pats = [await patient_id(client) for _ in range(20)]
+    results = await asyncio.gather(*(client.post("/Appointment/$book", json=params(
+        ("appointment-id", offer["id"]), ("patient", f"Patient/{p}")), headers=OP)
+        for p in pats))
+    codes = sorted(r.status_code for r in results)
+    assert codes.count(201) == 1 and codes.count(409) == 19, codes
+    winner = next(r.json() for r in results if r.status_code == 201)
+    winner = winner["entry"][0]["resource"] if winner["resourceType"] == "Bundle" else winner
+    stored = (await client.get(f"/Appointment/{winner['id']}")).json()
+    assert stored["meta"]["versionId"] == winner["meta"]["versionId"]
+    assert stored["participant"] == winner["participant"]
+
+
 async def test_reschedule_is_atomic(client: httpx.AsyncClient) -> None:
     doc, _, _ = await bookable_practitioner(client)
     offers = await find(client, doc)

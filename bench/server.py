@@ -154,7 +154,6 @@ class ServerProcess:
     data_dir: Path
     log_path: Path
     demo: bool = False
-    mongodb_uri: str | None = None
     wrapper: Sequence[str] = ()
     extra_env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
@@ -181,8 +180,6 @@ class ServerProcess:
         env["FHIRSERVER_AUTH_REQUIRED"] = "false"
         env["FHIRSERVER_LOG_LEVEL"] = "WARNING"
         env["PYTHONUNBUFFERED"] = "1"
-        if self.mongodb_uri:
-            env["MONGODB_URI"] = self.mongodb_uri
         env.update(self.extra_env)
         argv = [sys.executable, *self.wrapper, "-m", "fhirserver.cli", "serve",
                 "--host", HOST, "--port", str(self.port), "--data-dir", str(self.data_dir)]

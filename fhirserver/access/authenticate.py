@@ -23,12 +23,10 @@ class InvalidToken(Unauthorized):
 
 @dataclass(frozen=True)
 class Verified:
-    """A verified token's Principal and the facts that say how long it stays valid."""
+    """A verified token's Principal and when the token expires."""
 
     principal: Principal
     expires_at: int
-    jti: str
-    grant_id: str
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -63,8 +61,7 @@ def authenticate(auth: AuthService, token: str) -> Principal:
     if record.user_id and (user is None or user.disabled):
         raise InvalidToken("the token's user no longer exists or is disabled")
     principal = principal_of(record, user)
-    verified = Verified(principal, record.expires_at, record.jti, record.grant_id)
-    auth.verified.put(token, verified, record.jti, record.grant_id)
+    auth.verified.put(token, Verified(principal, record.expires_at), record.jti, record.grant_id)
     return principal
 
 

@@ -36,6 +36,7 @@ DIRECTORY_TYPES = frozenset({
     "Device", "Schedule", "Slot",
 })
 AUDIT_TYPE = "AuditEvent"
+_ALL: Visibility | None = None  # a visibility of None: every resource of the type
 
 #: The SMART permission letter each FHIR interaction needs.
 PERMISSION = {
@@ -172,6 +173,8 @@ class AccessPolicy:
 
     async def _care_team(self, rtype: str, permission: str) -> Visibility | None:
         """A practitioner's own schedule and patients; a staff member's organization's."""
+        if rtype in DIRECTORY_TYPES and permission in "rs":
+            return _ALL  # before looking up actors: directory reads are the common case
         actors = await self.actors()
         orgs = self.principal.organizations
         if rtype in ("Appointment", "AppointmentResponse"):
@@ -184,8 +187,6 @@ class AccessPolicy:
             )
         if rtype not in DIRECTORY_TYPES:
             return Visibility()
-        if permission in "rs":
-            return _ALL
         # Writes to the directory: only what belongs to one's own practice or organization.
         if rtype == "Schedule":
             return Visibility.where(("idx.actor", actors))
@@ -332,8 +333,6 @@ class AccessPolicy:
             code="forbidden",
         )
 
-
-_ALL: Visibility | None = None
 
 
 def _constraints(

@@ -114,6 +114,14 @@ async def _form(request: Request) -> list[tuple[str, str]]:
         raise AuthApiError(400, "invalid_request", "malformed form body") from exc
 
 
+async def _page_form(request: Request) -> list[tuple[str, str]] | Response:
+    """A browser form's pairs, or the error page a bad form gets."""
+    try:
+        return await _form(request)
+    except AuthApiError as exc:
+        return auth_pages.error_page(exc.description, exc.status)
+
+
 async def _json_body(request: Request) -> dict[str, Any]:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/json":
@@ -211,10 +219,9 @@ async def login_page(request: Request, req: str = "") -> Response:
 @router.post("/login", summary="log in")
 async def login(request: Request) -> Response:
     auth = _auth(request)
-    try:
-        form = await _form(request)
-    except AuthApiError as exc:
-        return auth_pages.error_page(exc.description, exc.status)
+    form = await _page_form(request)
+    if isinstance(form, Response):
+        return form
     browser, _ = _cookies(request)
     result = await run_in_threadpool(
         auth.login,
@@ -241,10 +248,9 @@ async def picker(request: Request, req: str = "", q: str = "") -> Response:
 @router.post("/picker", summary="pick a patient")
 async def pick(request: Request) -> Response:
     auth = _auth(request)
-    try:
-        form = await _form(request)
-    except AuthApiError as exc:
-        return auth_pages.error_page(exc.description, exc.status)
+    form = await _page_form(request)
+    if isinstance(form, Response):
+        return form
     browser, session = _cookies(request)
     patient_id = _first(form, "patient").removeprefix("Patient/")
     exists = await get_patient(_ctx(request).store, patient_id) is not None
@@ -277,10 +283,9 @@ async def consent_page(request: Request, req: str = "") -> Response:
 @router.post("/consent", summary="allow or deny")
 async def consent(request: Request) -> Response:
     auth = _auth(request)
-    try:
-        form = await _form(request)
-    except AuthApiError as exc:
-        return auth_pages.error_page(exc.description, exc.status)
+    form = await _page_form(request)
+    if isinstance(form, Response):
+        return form
     browser, session = _cookies(request)
     result = await run_in_threadpool(
         auth.consent,

@@ -40,9 +40,7 @@ async def _ctx(request: Request, interaction: str, permission: tuple[str, str]) 
 def _own_patient(request: Request, inputs: dict[str, list[Any]]) -> None:
     """A patient may $find only as themself (the patient parameter ranks providers)."""
     policy = request_policy(request)
-    if policy is None or policy.principal.patient_id is None:
-        return
-    if policy.principal.role != "patient":
+    if policy is None or policy.principal.role != "patient":
         return
     own = f"Patient/{policy.principal.patient_id}"
     for value in inputs.get("patient", []):

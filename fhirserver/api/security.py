@@ -20,10 +20,8 @@ from fhirserver.fhir.errors import FhirError
 
 async def authorize(request: Request, ctx: AppContext) -> AccessPolicy | None:
     """The request's policy (None when authorization is off); 401 without a valid token."""
-    if hasattr(request.state, "policy"):
-        policy: AccessPolicy | None = request.state.policy
-        return policy
     principal: Principal
+    policy: AccessPolicy | None
     if not ctx.settings.auth_required:
         principal, policy = trusted_principal(), None
     else:

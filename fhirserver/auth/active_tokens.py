@@ -1,4 +1,4 @@
-"""Short-lived per-process memories of verified access tokens, so a FHIR request neither
+"""A short-lived per-process memory of verified access tokens, so a FHIR request neither
 reads the token store nor re-verifies the JWT every time.
 
 Revocations made through this process's AuthStore evict at once (revoke endpoint, code

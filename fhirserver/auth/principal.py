@@ -10,15 +10,12 @@ from dataclasses import dataclass, field
 
 from fhirserver.auth.scopes import Scopes
 
-#: Roles a user can have; a token without a user is a "system" principal.
-USER_ROLES = ("patient", "practitioner", "staff", "auditor", "admin")
-
 
 @dataclass(frozen=True)
 class Principal:
     """The verified caller of one request."""
 
-    role: str  # one of USER_ROLES, or "system" (backend services), or "trusted" (auth off)
+    role: str  # a user's role (auth.models.ROLES), "system" (backend services), "trusted"
     client_id: str | None
     scopes: Scopes
     user_id: str | None = None  # the login name, for users
@@ -31,11 +28,6 @@ class Principal:
     def is_trusted(self) -> bool:
         """True when authorization is switched off (development and the core test suite)."""
         return self.role == "trusted"
-
-    @property
-    def who(self) -> str:
-        """A reference or name for the audit trail: fhirUser, else user, else client."""
-        return self.fhir_user or self.user_id or self.client_id or "anonymous"
 
 
 def trusted_principal() -> Principal:

@@ -150,11 +150,8 @@ class AuthService:
             access=settings.auth_access_token_seconds,
             refresh=settings.auth_refresh_token_days * 24 * 3600,
         )
-        self.tokens = TokenService(
-            self.store, self.keys, self.urls, self.now, self.lifetimes,
-            cache_seconds=settings.auth_token_cache_seconds,
-        )
-        # Verified Bearer tokens of FHIR requests (access/authenticate.py), same lifetime.
+        self.tokens = TokenService(self.store, self.keys, self.urls, self.now, self.lifetimes)
+        # Verified Bearer tokens of FHIR requests (access/authenticate.py).
         self.verified: TokenMemo[Any] = TokenMemo(settings.auth_token_cache_seconds)
         self.store.revocation_hooks.append(self.verified.forget)
         self.prefix = f"fhirserver:{settings.db_name}:auth"

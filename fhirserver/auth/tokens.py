@@ -19,7 +19,6 @@ from typing import Any
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
 
-from fhirserver.auth.active_tokens import TokenMemo
 from fhirserver.auth.keys import SIGNING_ALG, KeyRing
 from fhirserver.auth.models import Client, TokenRecord, User
 from fhirserver.auth.scopes import ScopeError, Scopes
@@ -69,15 +68,12 @@ class TokenService:
         urls: AuthUrls,
         now: Callable[[], int],
         lifetimes: TokenLifetimes,
-        cache_seconds: float = 0.0,
     ) -> None:
         self.store = store
         self.keys = keys
         self.urls = urls
         self.now = now
         self.lifetimes = lifetimes
-        self.active: TokenMemo[TokenRecord] = TokenMemo(cache_seconds)
-        store.revocation_hooks.append(self.active.forget)
 
     # ---- issuing --------------------------------------------------------------
 
@@ -204,11 +200,7 @@ class TokenService:
         claims = self.decode_access(token)
         if claims is None or not isinstance(claims.get("jti"), str):
             return None
-        record = self.active.get(claims["jti"])
-        if record is None:
-            record = self.store.get_token(claims["jti"])
-            if record is not None and not record.revoked:
-                self.active.put(record.jti, record, record.jti, record.grant_id)
+        record = self.store.get_token(claims["jti"])
         if record is None or record.revoked or record.expires_at <= self.now():
             return None
         return record

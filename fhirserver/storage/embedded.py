@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import selectors
 import subprocess
 import sys
 import time
@@ -197,8 +198,6 @@ def _holder_is_dead(holder: str) -> bool:
 
 def _readline_with_deadline(proc: subprocess.Popen[bytes], timeout: float) -> bytes:
     """The child's first stdout line, or b"" when it exits or `timeout` passes first."""
-    import selectors
-
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout
     with selectors.DefaultSelector() as sel:

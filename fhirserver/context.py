@@ -146,8 +146,10 @@ class AppContext:
             service, finder, IdempotencyStore(mongo.db, phi.cipher), clock, settings.base_url()
         )
         publisher = Publisher(repo, generated, settings.base_url())
-        auth = await asyncio.to_thread(AuthService.start, settings, mongo_uri, redis_url, clock)
-        audit = AuditWriter(AuditLog(mongo, full_indexer))
+        auth = await asyncio.to_thread(
+            AuthService.start, settings, mongo_uri, redis_url, clock, phi.cipher
+        )
+        audit = AuditWriter(AuditLog(mongo, full_indexer, phi.cipher))
         audit.start()
         ctx = cls(
             settings, mongo, redis, store, service, searcher, claims, scheduling, generated,

@@ -2,16 +2,19 @@
 
 Record n carries `seq` (1, 2, 3, ... without gaps), `prev` (record n-1's hash; GENESIS for
 the first) and `hash` = SHA-256 over `prev | seq | _id | raw`, where `raw` is the
-AuditEvent's JSON exactly as served. Changing, removing or reordering any record breaks
-the link at that record or the next one.
+AuditEvent's JSON exactly as served (the plaintext: the stored blob is sealed, and opened
+here with the keyring). Changing, removing or reordering any record breaks the link at
+that record or the next one.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from fhirserver.phi.cipher import RecordCipher, TamperedRecord, is_sealed, record_context
 
 GENESIS = "0" * 64
 
@@ -47,7 +50,22 @@ class VerifyResult:
         return f"broken at seq {self.broken_seq}: {self.reason}"
 
 
-async def verify_records(records: AsyncIterator[Mapping[str, Any]]) -> VerifyResult:
+def opener(cipher: RecordCipher | None) -> Callable[[str, bytes], bytes]:
+    """How `verify_records` gets a record's plaintext: open sealed blobs with `cipher`."""
+
+    def open_raw(rid: str, raw: bytes) -> bytes:
+        if not is_sealed(raw):
+            return raw
+        if cipher is None:
+            raise TamperedRecord("the record is sealed and no keyring was given")
+        return cipher.open(record_context("AuditEvent", rid, 1), raw)
+
+    return open_raw
+
+
+async def verify_records(
+    records: AsyncIterator[Mapping[str, Any]], open_raw: Callable[[str, bytes], bytes]
+) -> VerifyResult:
     """Walk records in ascending `seq` order and report the first broken link."""
     prev, expected, count = GENESIS, 1, 0
 
@@ -64,7 +82,12 @@ async def verify_records(records: AsyncIterator[Mapping[str, Any]]) -> VerifyRes
             return broken("record is malformed")
         if doc.get("prev") != prev:
             return broken("prev does not match the hash of the record before")
-        digest = record_hash(prev, expected, rid, raw)
+        try:
+            plain = open_raw(rid, raw)
+        except TamperedRecord:
+            return broken("sealed content fails authentication (record modified, or sealed "
+                          "under a key this keyring does not have)")
+        digest = record_hash(prev, expected, rid, plain)
         if doc.get("hash") != digest:
             return broken("content does not match its hash (record modified)")
         prev, expected, count = digest, expected + 1, count + 1

@@ -11,32 +11,37 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
-from fhirserver.audit.chain import VerifyResult, verify_records
+from fhirserver.audit.chain import VerifyResult, opener, verify_records
 from fhirserver.config import Settings
+from fhirserver.phi.cipher import RecordCipher
 
 SettingsFactory = Callable[[argparse.Namespace], Settings]
 
 
-async def verify_database(uri: str, db_name: str) -> VerifyResult:
-    """Verify the chain stored in database `db_name` at `uri`."""
+async def verify_database(uri: str, db_name: str, cipher: RecordCipher) -> VerifyResult:
+    """Verify the chain stored in database `db_name` at `uri` (sealed records are opened
+    with `cipher`: the server's keyring)."""
     from fhirserver.context import full_indexer
     from fhirserver.storage.audit_log import AuditLog
     from fhirserver.storage.mongo import Mongo
 
     mongo = Mongo(uri, db_name)
     try:
-        return await verify_records(AuditLog(mongo, full_indexer).records())
+        log = AuditLog(mongo, full_indexer, cipher)
+        return await verify_records(log.records(), opener(cipher))
     finally:
         await mongo.close()
 
 
 def cmd_audit_verify(settings_of: SettingsFactory, args: argparse.Namespace) -> int:
     """Print "ok N records ..." (exit 0) or the first broken link (exit 1)."""
+    from fhirserver.phi.codec import PhiCodec
     from fhirserver.storage.embedded import mongodb_uri_for
 
     settings = settings_of(args)
+    cipher = PhiCodec.from_settings(settings).cipher
     with mongodb_uri_for(settings.mongodb_uri, settings.data_dir) as uri:
-        result = asyncio.run(verify_database(uri, settings.db_name))
+        result = asyncio.run(verify_database(uri, settings.db_name, cipher))
     print(result.message())
     return 0 if result.ok else 1
 

@@ -215,11 +215,14 @@ def rest_event(
     data: tuple[str, ...] = (),
     query: bytes | None = None,
     operation: str | None = None,
+    via: str | None = None,
 ) -> Doc:
     """A FHIR REST interaction (read, search, create, update, delete, operation, Bundle).
 
     `data` are the resources touched (`Type/id` or `Type/id/_history/n`), `query` the
-    search as sent (`Type?a=b`), `ctx.patients` every patient involved (`Patient/id`).
+    search as sent (`Type?a=b`), `ctx.patients` every patient involved (`Patient/id`),
+    `via` the Bundle ("transaction" or "batch") an entry's interaction came in, recorded as
+    a second subtype.
     """
     profile = PROFILES.get(interaction)
     if profile and ctx.patients:
@@ -228,6 +231,8 @@ def rest_event(
         subtypes = [_coding(RESTFUL, "operation"), _coding(OPERATION_SYSTEM, operation)]
     else:
         subtypes = [_coding(RESTFUL, interaction)]
+    if via:
+        subtypes.append(_coding(RESTFUL, via))
     event = _base(
         ctx,
         _coding(EVENT_TYPE, "rest", "Restful Operation"),

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
@@ -169,6 +169,98 @@ def search_query(target: Target, query_string: str, form_body: bytes | None) -> 
             segs.append("_history")
         path = "/".join(p for p in segs if p)
     return (path + ("?" + "&".join(parts) if parts else "")).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class EntryExchange:
+    """One entry of a transaction or batch Bundle with its response entry."""
+
+    method: str
+    path: str  # the entry's URL path, under the FHIR base (`/fhir/Patient/1`)
+    query_string: str
+    status: int
+    location: str | None
+    request_body: bytes  # the entry's resource, as JSON ("" when none)
+    response_body: bytes  # the response entry's resource (a searchset for a GET)
+
+
+def _status_code(status: object) -> int:
+    head = str(status or "").split(" ", 1)[0]
+    return int(head) if head.isdigit() else 500
+
+
+def bundle_kind(request: bytes) -> str:
+    """"batch" when a Bundle posted to the base says so, else "transaction"."""
+    try:
+        sent = orjson.loads(request)
+    except orjson.JSONDecodeError:
+        return "transaction"
+    return "batch" if isinstance(sent, dict) and sent.get("type") == "batch" else "transaction"
+
+
+def _entry_url(req_entry: Mapping[str, Any], base_path: str) -> tuple[str, str, str]:
+    """(method, path under the base, query string) of one request entry."""
+    req = req_entry.get("request")
+    req = req if isinstance(req, dict) else {}
+    url = str(req.get("url") or "")
+    if "://" in url:  # an absolute URL on this server
+        parts = urlsplit(url)
+        url = parts.path[len(base_path) :] + (f"?{parts.query}" if parts.query else "")
+    path, _, query = url.lstrip("/").partition("?")
+    return str(req.get("method") or "").upper(), f"{base_path}/{path}", query
+
+
+def _entries(body: bytes) -> list[dict[str, Any]] | None:
+    try:
+        bundle = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    entries = bundle.get("entry") if isinstance(bundle, dict) else None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        return None
+    return entries
+
+
+def bundle_exchanges(request: bytes, response: bytes, base_path: str) -> list[EntryExchange]:
+    """The entries of a transaction/batch request paired with the response's entries (FHIR
+    answers them in request order); [] when the bodies are not such a pair."""
+    requests, responses = _entries(request), _entries(response)
+    if not requests or responses is None or len(requests) != len(responses):
+        return []
+    pairs: list[EntryExchange] = []
+    for req_entry, resp_entry in zip(requests, responses, strict=True):
+        method, path, query = _entry_url(req_entry, base_path)
+        resp = resp_entry.get("response")
+        resp = resp if isinstance(resp, dict) else {}
+        location = resp.get("location")
+        resource, answer = req_entry.get("resource"), resp_entry.get("resource")
+        pairs.append(
+            EntryExchange(
+                method=method,
+                path=path,
+                query_string=query,
+                status=_status_code(resp.get("status")),
+                location=location if isinstance(location, str) else None,
+                request_body=orjson.dumps(resource) if resource is not None else b"",
+                response_body=orjson.dumps(answer) if answer is not None else b"",
+            )
+        )
+    return pairs
+
+
+def patients_in_bundle_urls(request: bytes, base_path: str) -> set[str]:
+    """Patients the entry URLs of a posted Bundle name (`Patient/1`, `Appointment?patient=1`),
+    for a Bundle refused as a whole."""
+    found: set[str] = set()
+    for req_entry in _entries(request) or []:
+        method, path, query = _entry_url(req_entry, base_path)
+        target = classify(method or "GET", path, base_path)
+        if target is None:
+            continue
+        found |= patients_in_query(target.resource_type, query_params(query, None))
+        if target.resource_type == "Patient" and target.rid:
+            found.add(f"Patient/{target.rid}")
+    return found
 
 
 def query_params(query_string: str, form_body: bytes | None) -> Params:

@@ -26,8 +26,11 @@ from fhirserver.audit.facts import (
     PHI_TYPES,
     Target,
     actor_for,
+    bundle_exchanges,
+    bundle_kind,
     classify,
     patients_in_body,
+    patients_in_bundle_urls,
     patients_in_query,
     query_params,
     search_query,
@@ -154,29 +157,78 @@ class AuditMiddleware:
             found = [_token_event(context, ex, scope)]
         else:
             assert target is not None
-            found = _rest_event(context, target, ex, scope, state.get("principal"))
+            found = _rest_event(
+                context, target, ex, scope, state.get("principal"), ctx.settings.base_path
+            )
         # One group commit takes them all: the request waits for the batch, not each one.
         await asyncio.gather(*(writer.record(event) for event in found))
 
 
 def _rest_event(
-    context: events.Context, target: Target, ex: _Exchange, scope: Scope, principal: Any
+    context: events.Context, target: Target, ex: _Exchange, scope: Scope, principal: Any,
+    base_path: str,
 ) -> list[dict[str, Any]]:
-    """The AuditEvents of one REST request: none when it touches no PHI; for a query that
-    returned several patients one per patient (BALP PatientQuery), else one."""
+    """The AuditEvents of one REST request. A transaction or batch that was answered
+    entry by entry is audited entry by entry (each a read, search, create, ... of its own,
+    with the Bundle kind as a second subtype); anything else, a refused Bundle included,
+    as one request."""
+    actor = actor_for(principal, ex.status)
+    body = ex.body()
+    subtype = target.interaction
+    named: set[str] = set()
+    if target.interaction == "transaction":
+        subtype = bundle_kind(ex.request())
+        named = patients_in_bundle_urls(ex.request(), base_path)
+        entries = bundle_exchanges(ex.request(), body, base_path) if ex.status < 400 else []
+        if entries:
+            found: list[dict[str, Any]] = []
+            for entry in entries:
+                entry_target = classify(entry.method, entry.path, base_path)
+                if entry_target is not None:
+                    found += _interaction_events(
+                        replace(context, status=entry.status), entry_target, actor,
+                        subtype=entry_target.interaction, via=subtype,
+                        query_string=entry.query_string, form=None,
+                        request_body=entry.request_body, response_body=entry.response_body,
+                        headers={b"location": entry.location.encode()} if entry.location else {},
+                    )
+            return found
     query_string = scope.get("query_string", b"").decode("latin-1")
     form = (
         ex.request() if target.interaction == "search-type" and scope["method"] == "POST" else None
     )
+    return _interaction_events(
+        context, target, actor, subtype=subtype, via=None, query_string=query_string,
+        form=form, request_body=ex.request(), response_body=body, headers=ex.headers,
+        named=named,
+    )
+
+
+def _interaction_events(
+    context: events.Context,
+    target: Target,
+    actor: events.Actor,
+    *,
+    subtype: str,
+    via: str | None,
+    query_string: str,
+    form: bytes | None,
+    request_body: bytes,
+    response_body: bytes,
+    headers: dict[bytes, bytes],
+    named: set[str] | None = None,
+) -> list[dict[str, Any]]:
+    """The AuditEvents of one interaction: none when it touches no PHI; for a query that
+    returned several patients one per patient (BALP PatientQuery), else one. `named`:
+    patients known from elsewhere (the entry URLs of a refused Bundle)."""
     params = query_params(query_string, form)
-    patients = patients_in_query(target.resource_type, params)
+    patients = patients_in_query(target.resource_type, params) | (named or set())
     if target.resource_type == "Patient" and target.rid:
         patients.add(f"Patient/{target.rid}")
-    body = ex.body()
     if target.resource_type != "AuditEvent":  # reading the trail does not make it about them
-        patients |= patients_in_body(body)
-        if ex.request_body:
-            patients |= patients_in_body(ex.request())
+        patients |= patients_in_body(response_body)
+        if request_body:
+            patients |= patients_in_body(request_body)
     # $find offers public availability: it touches PHI only when it names a patient.
     phi_type = target.resource_type in PHI_TYPES and target.operation != "Appointment/$find"
     phi = target.resource_type is None or phi_type or bool(patients)
@@ -185,22 +237,15 @@ def _rest_event(
     ordered = tuple(sorted(patients))[:MAX_ENTITIES]
     per_patient = target.interaction in QUERY_INTERACTIONS and len(ordered) > 1
     groups = [(p,) for p in ordered] if per_patient else [ordered]
-    actor = actor_for(principal, ex.status)
-    data = tuple(touched_resources(target, ex.headers, body, ex.status))
+    data = tuple(touched_resources(target, headers, response_body, context.status))
     query = search_query(target, query_string, form)
     return [
         events.rest_event(
-            replace(context, patients=group), actor, _subtype(target, body),
-            data=data, query=query, operation=target.operation,
+            replace(context, patients=group), actor, subtype,
+            data=data, query=query, operation=target.operation, via=via,
         )
         for group in groups
     ]
-
-
-def _subtype(target: Target, body: bytes) -> str:
-    if target.interaction == "transaction" and b'"type":"batch-response"' in body[:200]:
-        return "batch"
-    return target.interaction
 
 
 def _login_event(context: events.Context, ex: _Exchange) -> dict[str, Any]:

@@ -57,6 +57,8 @@ from fhirserver.auth.smart import AuthUrls, openid_configuration, smart_configur
 from fhirserver.auth.store import AuthStore
 from fhirserver.auth.tokens import TokenLifetimes, TokenService
 from fhirserver.config import Settings
+from fhirserver.phi.cipher import RecordCipher
+from fhirserver.phi.codec import PhiCodec
 from fhirserver.scheduling.clock import Clock
 
 log = logging.getLogger(__name__)
@@ -138,13 +140,16 @@ class AuthService:
         mongo: MongoClient[Doc],
         redis_client: redis.Redis,
         clock: Clock,
+        cipher: RecordCipher | None = None,
     ) -> None:
         self.settings = settings
         self.mongo = mongo
         self.redis = redis_client
         self.clock = clock
         self.urls = AuthUrls.from_settings(settings)
-        self.store = AuthStore(mongo, settings.db_name)
+        # User display names are sealed with the PHI keyring (the server hands its cipher in).
+        cipher = cipher or PhiCodec.from_settings(settings).cipher
+        self.store = AuthStore(mongo, settings.db_name, cipher)
         self.keys = KeyRing(self.store)
         self.lifetimes = TokenLifetimes(
             access=settings.auth_access_token_seconds,
@@ -177,12 +182,15 @@ class AuthService:
             )
 
     @classmethod
-    def start(cls, settings: Settings, mongo_uri: str, redis_url: str, clock: Clock) -> AuthService:
+    def start(
+        cls, settings: Settings, mongo_uri: str, redis_url: str, clock: Clock,
+        cipher: RecordCipher | None = None,
+    ) -> AuthService:
         """Connect (sync clients), make sure a signing key exists, load the clients file."""
         mongo: MongoClient[Doc] = MongoClient(
             mongo_uri, tz_aware=True, uuidRepresentation="standard"
         )
-        service = cls(settings, mongo, redis.Redis.from_url(redis_url), clock)
+        service = cls(settings, mongo, redis.Redis.from_url(redis_url), clock, cipher)
         service.keys.ensure()
         if settings.clients_file:
             service.load_clients_file(Path(settings.clients_file))

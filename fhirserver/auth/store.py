@@ -8,7 +8,8 @@ authlib call runs in a worker thread (`run_in_threadpool` in the API layer): the
 loop never blocks on the auth collections, and no async/sync bridging is needed.
 
 Bearer values (authorization codes, refresh tokens, session ids) are stored as SHA-256
-hashes; a database dump does not hand out live credentials.
+hashes; a database dump does not hand out live credentials. A user's display name (for a
+patient user, the patient's name) is sealed with the PHI record cipher (docs/phi.md).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pymongo.errors import DuplicateKeyError
 
 from fhirserver.auth.models import AuthCode, Client, LaunchContext, TokenRecord, User
 from fhirserver.auth.passwords import sha256_hex
+from fhirserver.phi.cipher import RecordCipher, user_name_context
 
 Doc = dict[str, Any]
 
@@ -40,8 +42,11 @@ def purge_at(expires_at: int) -> datetime:
 class AuthStore:
     """Reads and writes of the auth collections (clients, users, codes, tokens, ...)."""
 
-    def __init__(self, client: MongoClient[Doc], db_name: str) -> None:
+    def __init__(
+        self, client: MongoClient[Doc], db_name: str, cipher: RecordCipher | None = None
+    ) -> None:
         self.client = client
+        self.cipher = cipher
         # Called as hook(jti=..., grant_id=...) after a revocation (active_tokens.py).
         self.revocation_hooks: list[Callable[..., None]] = []
         self.db: Database[Doc] = client[db_name]
@@ -87,10 +92,21 @@ class AuthStore:
         if not isinstance(username, str):
             return None
         doc = self.users.find_one({"_id": username})
-        return User.from_doc(doc) if doc else None
+        if doc is None:
+            return None
+        name = doc.get("name")
+        if isinstance(name, bytes):
+            if self.cipher is None:
+                raise RuntimeError("a sealed user record needs the PHI keyring")
+            doc["name"] = self.cipher.open(user_name_context(username), name).decode()
+        return User.from_doc(doc)
 
     def upsert_user(self, user: User) -> None:
         doc = user.to_doc()
+        if self.cipher is not None and doc.get("name"):
+            doc["name"], doc["k"] = self.cipher.seal(
+                user_name_context(user.username), str(doc["name"]).encode()
+            )
         self.users.replace_one({"_id": doc["_id"]}, doc, upsert=True)
 
     # ---- browser sessions and pending authorization requests -----------------

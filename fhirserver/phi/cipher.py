@@ -26,6 +26,9 @@ MAGIC = b"\x00P1"
 NONCE_BYTES = 12
 # Resource types whose stored JSON is sealed (docs/phi.md).
 PHI_TYPES: frozenset[str] = frozenset({"Patient", "Appointment", "AppointmentResponse"})
+# Types whose stored JSON is sealed whole: the PHI types, and the audit trail (its records
+# carry search strings such as `Patient?name=...` and are written only by AuditLog).
+SEALED_TYPES: frozenset[str] = PHI_TYPES | {"AuditEvent"}
 
 
 class TamperedRecord(RuntimeError):
@@ -48,6 +51,11 @@ def kid_of(blob: bytes) -> str | None:
 def record_context(resource_type: str, rid: str, version: int) -> str:
     """The associated-data context of one stored resource version."""
     return f"{resource_type}/{rid}/{version}"
+
+
+def user_name_context(username: str) -> str:
+    """The associated-data context of a login user's sealed display name."""
+    return f"auth_users/{username}"
 
 
 class RecordCipher:

@@ -1,8 +1,9 @@
 """Re-sealing stored PHI under one key: `fhirserver keys rotate`, legacy plaintext, retire.
 
-Every record sealed by `ResourceStore`/`IdempotencyStore` names its kid in `k`; a record
-without `k` is plaintext written before encryption. `reseal_all` walks the current
-documents of the PHI types, their history entries and the idempotency records whose `k`
+Every record sealed by `ResourceStore`/`IdempotencyStore`/`AuditLog` names its kid in `k`;
+a record without `k` is plaintext written before encryption. `reseal_all` walks the current
+documents of the sealed types (the PHI types and the audit trail, whose hash chain covers
+the plaintext and so survives), their history entries and the idempotency records whose `k`
 is not the target kid, in `_id` order and small batches, and swaps each one's blob with
 a compare-and-set (`_id`, `v`, old `k`), so a concurrent write simply wins and the record
 is looked at again by the next pass. Legacy current documents also get their search index
@@ -22,7 +23,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure
 
-from fhirserver.phi.cipher import PHI_TYPES, record_context
+from fhirserver.phi.cipher import PHI_TYPES, SEALED_TYPES, record_context, user_name_context
 from fhirserver.phi.codec import Indexer, PhiCodec
 
 log = logging.getLogger(__name__)
@@ -30,9 +31,12 @@ Doc = dict[str, Any]
 
 HISTORY = "history"
 IDEMPOTENCY = "idempotency"
+USERS = "auth_users"
 META = "_meta"
 META_ID = "phi"
 _RETRIES = 5
+# Users with a display name (an empty name has nothing to seal).
+_USER_NAMES: Doc = {"name": {"$nin": [None, ""]}}
 
 
 @dataclass
@@ -132,6 +136,18 @@ class _Pass:
         query = {"k": {"$ne": self.kid}, "body": {"$exists": True}}
         await self._walk(self.db[IDEMPOTENCY], query, one)
 
+    async def users(self) -> None:
+        async def one(d: Doc) -> bool:
+            ctx = user_name_context(d["_id"])
+            name = d["name"]
+            plain = name.encode() if isinstance(name, str) else self.codec.cipher.open(ctx, name)
+            sealed, _ = self.codec.cipher.seal(ctx, plain, self.kid)
+            return await _cas(
+                self.db[USERS], {"_id": d["_id"], "k": d.get("k")}, {"name": sealed, "k": self.kid}
+            )
+
+        await self._walk(self.db[USERS], _USER_NAMES | {"k": {"$ne": self.kid}}, one)
+
 
 async def reseal_all(
     db: AsyncDatabase[Doc],
@@ -150,10 +166,11 @@ async def reseal_all(
     for _ in range(max_passes):
         stats.passes += 1
         one = _Pass(db, codec, indexer, kid, batch, stats)
-        for rtype in sorted(PHI_TYPES):
+        for rtype in sorted(SEALED_TYPES):
             await one.current(rtype)
         await one.history()
         await one.idempotency()
+        await one.users()
         if progress:
             progress(f"pass {stats.passes}: {one.done} records re-sealed under {kid}")
         if one.done == 0 and not await _remaining(db, kid):
@@ -177,10 +194,11 @@ async def keys_in_use(db: AsyncDatabase[Doc]) -> dict[str, int]:
             key = str(d.get("k") or "plaintext")
             counts[key] = counts.get(key, 0) + 1
 
-    for rtype in sorted(PHI_TYPES):
+    for rtype in sorted(SEALED_TYPES):
         await tally(rtype, {"raw": {"$exists": True}})
     await tally(HISTORY, {"t": {"$in": sorted(PHI_TYPES)}, "raw": {"$exists": True}})
     await tally(IDEMPOTENCY, {"body": {"$exists": True}})
+    await tally(USERS, _USER_NAMES)
     return counts
 
 

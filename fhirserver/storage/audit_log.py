@@ -3,7 +3,12 @@
 Each record is stored in the current-resource shape (docs/search-index.md) so the normal
 read and search code serves it, plus the chain fields:
 
-    {_id, v: 1, lu, raw, idx, srt, seq, prev, hash}
+    {_id, v: 1, lu, raw, k, idx, srt, seq, prev, hash}
+
+With a record cipher, `raw` is sealed like a PHI resource's (AES-256-GCM, context
+`AuditEvent/<id>/1`, kid in `k`): the trail holds search strings and references that name
+patients. The chain hashes the plaintext, so re-sealing under a new key (`fhirserver keys
+rotate`) leaves it intact, and `verify` needs the keyring.
 
 A batch is appended in one transaction that inserts the next records after the head
 (highest `seq`). The head is remembered between batches: reading it from the store each
@@ -24,6 +29,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from fhirserver.audit.chain import GENESIS, record_hash
+from fhirserver.phi.cipher import RecordCipher, record_context
 from fhirserver.storage.mongo import Mongo
 from fhirserver.storage.resources import Indexer, format_instant, new_id, now_utc
 
@@ -50,15 +56,18 @@ def _duplicate_seq(exc: Exception) -> bool:
 class AuditLog:
     """Appends AuditEvents to the chain; walks the chain for verification."""
 
-    def __init__(self, mongo: Mongo, indexer: Indexer) -> None:
+    def __init__(self, mongo: Mongo, indexer: Indexer, cipher: RecordCipher | None) -> None:
         self.mongo = mongo
         self.indexer = indexer
+        self.cipher = cipher
         self.coll = mongo.db[COLLECTION]
         self._head: tuple[int, str] | None = None  # (seq, hash) after our last append
 
-    def _prepare(self, events: Sequence[Mapping[str, Any]]) -> list[Doc]:
+    def _prepare(self, events: Sequence[Mapping[str, Any]]) -> tuple[list[Doc], list[bytes]]:
+        """The documents to insert (chain fields still unset) and each one's plaintext."""
         lu = now_utc()
         docs: list[Doc] = []
+        plain: list[bytes] = []
         for event in events:
             rid = new_id()
             body: Doc = {
@@ -71,8 +80,12 @@ class AuditLog:
                 body["meta"] = {**event["meta"], **body["meta"]}
             raw = orjson.dumps(body)
             idx, srt = self.indexer(body)
-            docs.append({"_id": rid, "v": 1, "lu": lu, "raw": raw, "idx": idx, "srt": srt})
-        return docs
+            doc: Doc = {"_id": rid, "v": 1, "lu": lu, "raw": raw, "idx": idx, "srt": srt}
+            if self.cipher is not None:
+                doc["raw"], doc["k"] = self.cipher.seal(record_context(COLLECTION, rid, 1), raw)
+            docs.append(doc)
+            plain.append(raw)
+        return docs, plain
 
     async def append(self, events: Sequence[Mapping[str, Any]]) -> list[int]:
         """Store `events` as the next records of the chain, atomically; their `seq`s.
@@ -80,14 +93,14 @@ class AuditLog:
         Returns only after the commit (majority write concern; the embedded server syncs
         its journal on commit), so a returned record survives a crash.
         """
-        docs = self._prepare(events)
+        docs, plain = self._prepare(events)
 
         async def run(session: AsyncClientSession) -> list[int]:
             seq, prev = self._head if self._head is not None else await self.head(session=session)
-            for doc in docs:
+            for doc, raw in zip(docs, plain, strict=True):
                 seq += 1
                 doc["seq"], doc["prev"] = seq, prev
-                doc["hash"] = prev = record_hash(prev, seq, doc["_id"], doc["raw"])
+                doc["hash"] = prev = record_hash(prev, seq, doc["_id"], raw)
             await self.coll.insert_many(docs, ordered=True, session=session)
             return [int(d["seq"]) for d in docs]
 
@@ -122,7 +135,8 @@ class AuditLog:
         return (int(head["seq"]), str(head["hash"])) if head else (0, GENESIS)
 
     async def records(self) -> AsyncIterator[Doc]:
-        """Every record in `seq` order (chain fields and raw bytes only)."""
+        """Every record in `seq` order (chain fields and the stored raw bytes only; sealed
+        ones are opened by `verify_records` with the keyring)."""
         cursor = self.coll.find(
             {}, {"seq": 1, "prev": 1, "hash": 1, "raw": 1}, sort=[("seq", ASCENDING)]
         ).batch_size(1000)

@@ -21,7 +21,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from fhirserver.fhir.errors import Conflict, Gone, NotFound, PreconditionFailed
-from fhirserver.phi.cipher import PHI_TYPES
+from fhirserver.phi.cipher import PHI_TYPES, SEALED_TYPES
 
 if TYPE_CHECKING:  # the codec is handed in (its blind index knows fhir/ search params)
     from fhirserver.phi.codec import PhiCodec
@@ -118,7 +118,7 @@ class ResourceStore:
         )
 
     def _open_docs(self, resource_type: str, docs: list[Doc]) -> list[Doc]:
-        if self.phi is not None and resource_type in PHI_TYPES:
+        if self.phi is not None and resource_type in SEALED_TYPES:
             for d in docs:
                 if "raw" in d:
                     d["raw"] = self._raw(resource_type, d["_id"], d)
@@ -223,7 +223,7 @@ class ResourceStore:
     ) -> list[Doc]:
         """Documents of one type matching a filter (projection defaults to raw+keys)."""
         proj = projection if projection is not None else {"raw": 1, "v": 1, "lu": 1, "srt": 1}
-        if proj.get("raw") and "v" not in proj and resource_type in PHI_TYPES:
+        if proj.get("raw") and "v" not in proj and resource_type in SEALED_TYPES:
             proj = {**proj, "v": 1}  # the version is part of a sealed record's context
         cursor = self.db[resource_type].find(query, proj, session=session)
         if sort:

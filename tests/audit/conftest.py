@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 
 from fhirserver.config import Settings
+from fhirserver.phi.cipher import is_sealed, record_context
+from fhirserver.phi.codec import PhiCodec
 from fhirserver.scheduling.clock import SettableClock
 from fhirserver.storage.embedded import EmbeddedServers
 from tests.api.conftest import free_port
@@ -39,7 +40,7 @@ class AuditServer:
         return self.base_url.rsplit("/fhir", 1)[0] + "/auth"
 
 
-def _settings(embedded: EmbeddedServers, db_name: str) -> Settings:
+def _settings(embedded: EmbeddedServers, db_name: str, **extra: Any) -> Settings:
     return Settings(
         mongodb_uri=embedded.mongodb_uri,
         redis_url=embedded.redis_url,
@@ -47,6 +48,7 @@ def _settings(embedded: EmbeddedServers, db_name: str) -> Settings:
         port=free_port(),
         demo=False,
         auth_required=False,
+        **extra,
     )
 
 
@@ -122,7 +124,12 @@ def query_of(event: dict[str, Any]) -> str:
     return base64.b64decode(query["query"]).decode()
 
 
-def raw_json(doc: dict[str, Any]) -> dict[str, Any]:
-    """A stored document's resource."""
-    data: dict[str, Any] = orjson.loads(doc["raw"])
-    return data
+async def stored_trail(audit_db: Any, settings: Settings) -> list[bytes]:
+    """Every stored AuditEvent's JSON, opened with the server's keyring (the stored blobs
+    are sealed: a raw look at them alone shows nothing)."""
+    cipher = PhiCodec.from_settings(settings).cipher
+    found: list[bytes] = []
+    async for doc in audit_db["AuditEvent"].find({}, {"raw": 1}):
+        assert is_sealed(doc["raw"]), doc["_id"]
+        found.append(cipher.open(record_context("AuditEvent", doc["_id"], 1), doc["raw"]))
+    return found

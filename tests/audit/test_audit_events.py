@@ -170,12 +170,66 @@ async def test_find_operation_and_transaction(client: httpx.AsyncClient) -> None
     r = await client.post("", json=bundle)
     assert r.status_code == 200, r.text
     new_id = r.json()["entry"][0]["response"]["location"].split("/")[1]
-    event = await only_event(client, r)
-    assert codes(event["subtype"]) == {"transaction"} and event["action"] == "E"
-    assert [e["what"]["reference"] for e in entities(event, "4")] == [
+    # BALP: each entry is audited as the interaction it is, marked as part of the Bundle.
+    created, read = sorted(await events_for(client, r.headers["x-request-id"]),
+                           key=lambda e: e["action"])
+    assert codes(created["subtype"]) == {"create", "transaction"} and created["action"] == "C"
+    assert [e["what"]["reference"] for e in entities(created, "4")] == [
         f"Patient/{new_id}/_history/1"
     ]
-    assert patient_refs(event) == {f"Patient/{pid}", f"Patient/{new_id}"}
+    assert patient_refs(created) == {f"Patient/{new_id}"}
+    assert created["meta"]["profile"][0].endswith("PatientCreate")
+    assert codes(read["subtype"]) == {"read", "transaction"} and read["action"] == "R"
+    assert [e["what"]["reference"] for e in entities(read, "4")] == [f"Patient/{pid}"]
+    assert patient_refs(read) == {f"Patient/{pid}"}
+
+
+async def test_batch_entries_have_their_own_outcomes_and_a_refused_bundle_one_event(
+    client: httpx.AsyncClient,
+) -> None:
+    pid = await _create(client, patient())
+    other = await _create(client, patient())
+    batch = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {"request": {"method": "GET", "url": f"Appointment?patient={pid}"}},
+            {"request": {"method": "DELETE", "url": f"Patient/{other}"}},
+            {"request": {"method": "GET", "url": "Patient/no-such-patient"}},
+            {"request": {"method": "GET", "url": "Practitioner?_count=1"}},  # no PHI
+        ],
+    }
+    r = await client.post("", json=batch)
+    assert r.status_code == 200, r.text
+    found = {codes(e["subtype"]).pop() if len(codes(e["subtype"])) == 1 else
+             next(iter(codes(e["subtype"]) - {"batch"})): e
+             for e in await events_for(client, r.headers["x-request-id"])}
+    assert set(found) == {"search-type", "delete", "read"}
+    assert all("batch" in codes(e["subtype"]) for e in found.values())
+    assert found["search-type"]["outcome"] == "0"
+    assert query_of(found["search-type"]) == f"Appointment?patient={pid}"
+    assert patient_refs(found["search-type"]) == {f"Patient/{pid}"}
+    assert found["delete"]["action"] == "D" and patient_refs(found["delete"]) == {
+        f"Patient/{other}"
+    }
+    assert found["read"]["outcome"] == "4" and found["read"]["outcomeDesc"] == "HTTP 404"
+
+    # A transaction refused as a whole did nothing entry by entry: one event, failed.
+    bad = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": patient(), "request": {"method": "POST", "url": "Patient"}},
+            {"request": {"method": "DELETE", "url": "Appointment?status=nonsense-code"}},
+            {"request": {"method": "PUT", "url": f"Patient/{pid}"},
+             "resource": {"resourceType": "Patient", "id": "mismatch"}},
+        ],
+    }
+    r = await client.post("", json=bad)
+    assert r.status_code >= 400, r.text
+    event = await only_event(client, r)
+    assert codes(event["subtype"]) == {"transaction"} and event["outcome"] == "4"
+    assert f"Patient/{pid}" in patient_refs(event)
 
 
 async def test_search_audit_trail_by_patient(client: httpx.AsyncClient) -> None:

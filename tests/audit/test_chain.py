@@ -16,6 +16,9 @@ import pytest
 from pymongo import MongoClient
 
 from fhirserver.audit.cli import verify_database
+from fhirserver.config import Settings
+from fhirserver.phi.cipher import record_context
+from fhirserver.phi.codec import PhiCodec
 from fhirserver.storage.embedded import EmbeddedServers
 from tests.api.factories import patient
 from tests.audit.conftest import AUDIT_DB, AuditServer, _settings
@@ -29,18 +32,23 @@ async def _new_patient(client: httpx.AsyncClient) -> str:
     return rid
 
 
+def _cipher(settings: Settings) -> Any:
+    return PhiCodec.from_settings(settings).cipher
+
+
 async def test_parallel_reads_keep_the_chain_unbroken(
     audit_server: AuditServer, client: httpx.AsyncClient, embedded: EmbeddedServers
 ) -> None:
     pid = await _new_patient(client)
     assert embedded.mongodb_uri
-    before = await verify_database(embedded.mongodb_uri, AUDIT_DB)
+    cipher = PhiCodec.from_settings(audit_server.settings).cipher
+    before = await verify_database(embedded.mongodb_uri, AUDIT_DB, cipher)
     assert before.ok, before.message()
     limits = httpx.Limits(max_connections=100)
     async with httpx.AsyncClient(base_url=audit_server.base_url, limits=limits, timeout=120) as c:
         responses = await asyncio.gather(*[c.get(f"/Patient/{pid}") for _ in range(100)])
     assert all(r.status_code == 200 for r in responses)
-    after = await verify_database(embedded.mongodb_uri, AUDIT_DB)
+    after = await verify_database(embedded.mongodb_uri, AUDIT_DB, cipher)
     assert after.ok, after.message()
     assert after.count >= before.count + 100
     r = await client.get("/AuditEvent", params={"patient": pid, "subtype": "read", "_count": "0"})
@@ -60,7 +68,7 @@ async def test_two_servers_on_one_database(embedded: EmbeddedServers) -> None:
             responses = await asyncio.gather(*calls)
             assert all(r.status_code == 200 for r in responses)
     assert embedded.mongodb_uri
-    result = await verify_database(embedded.mongodb_uri, db)
+    result = await verify_database(embedded.mongodb_uri, db, _cipher(a))
     assert result.ok, result.message()
     assert result.count == 81  # the create and 80 reads
 
@@ -83,7 +91,7 @@ async def test_verify_command_on_the_embedded_store_detects_tampering(tmp_path: 
     store = EmbeddedServers(tmp_path, cache_size="128M")
     store.start()
     try:
-        settings = _settings(store, db)
+        settings = _settings(store, db, data_dir=tmp_path)
         with serve_in_thread(settings):
             async with httpx.AsyncClient(base_url=settings.base_url(), timeout=60) as c:
                 pid = await _new_patient(c)
@@ -96,7 +104,9 @@ async def test_verify_command_on_the_embedded_store_detects_tampering(tmp_path: 
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert ok.stdout.startswith("ok 6 records"), ok.stdout
 
-    # An operator with database access changes one record's outcome behind the API.
+    # An operator with database access and the keyring changes one record's outcome
+    # behind the API, and re-seals it so that it still opens.
+    cipher = _cipher(settings)
     store = EmbeddedServers(tmp_path, with_redis=False, cache_size="128M")
     store.start()
     try:
@@ -104,15 +114,43 @@ async def test_verify_command_on_the_embedded_store_detects_tampering(tmp_path: 
         with MongoClient(store.mongodb_uri) as mc:
             coll = mc[db]["AuditEvent"]
             doc: dict[str, Any] = coll.find_one({"seq": 3}) or {}
-            body = orjson.loads(doc["raw"])
+            context = record_context("AuditEvent", doc["_id"], 1)
+            body = orjson.loads(cipher.open(context, doc["raw"]))
             body["outcome"] = "4"
-            coll.update_one({"_id": doc["_id"]}, {"$set": {"raw": orjson.dumps(body)}})
+            sealed, _ = cipher.seal(context, orjson.dumps(body))
+            coll.update_one({"_id": doc["_id"]}, {"$set": {"raw": sealed}})
+            # Without the keyring, flipping one byte of another record's blob.
+            other: dict[str, Any] = coll.find_one({"seq": 5}) or {}
+            blob = bytearray(other["raw"])
+            blob[-1] ^= 1
+            coll.update_one({"_id": other["_id"]}, {"$set": {"raw": bytes(blob)}})
     finally:
         store.stop()
 
     broken = _verify_cli(tmp_path, db)
     assert broken.returncode == 1, broken.stdout + broken.stderr
     assert "broken at seq 3" in broken.stdout and "modified" in broken.stdout
+
+
+async def test_verify_reports_a_sealed_blob_that_fails_authentication(
+    embedded: EmbeddedServers,
+) -> None:
+    db = "audit_flipped"
+    settings = _settings(embedded, db)
+    with serve_in_thread(settings):
+        async with httpx.AsyncClient(base_url=settings.base_url(), timeout=60) as c:
+            pid = await _new_patient(c)
+            await c.get(f"/Patient/{pid}")
+    assert embedded.mongodb_uri
+    with MongoClient(embedded.mongodb_uri) as mc:
+        coll = mc[db]["AuditEvent"]
+        doc: dict[str, Any] = coll.find_one({"seq": 2}) or {}
+        blob = bytearray(doc["raw"])
+        blob[-1] ^= 1
+        coll.update_one({"_id": doc["_id"]}, {"$set": {"raw": bytes(blob)}})
+    result = await verify_database(embedded.mongodb_uri, db, _cipher(settings))
+    assert not result.ok and result.broken_seq == 2
+    assert "fails authentication" in result.reason
 
 
 async def test_verify_detects_a_removed_record(embedded: EmbeddedServers) -> None:
@@ -126,5 +164,5 @@ async def test_verify_detects_a_removed_record(embedded: EmbeddedServers) -> Non
     assert embedded.mongodb_uri
     with MongoClient(embedded.mongodb_uri) as mc:
         mc[db]["AuditEvent"].delete_one({"seq": 2})
-    result = await verify_database(embedded.mongodb_uri, db)
+    result = await verify_database(embedded.mongodb_uri, db, _cipher(settings))
     assert not result.ok and result.broken_seq == 2 and "missing" in result.reason

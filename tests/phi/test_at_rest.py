@@ -3,6 +3,7 @@ refused searches, and loud failures on tampered or swapped records."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,6 +12,8 @@ import httpx
 import pytest
 from pymongo import AsyncMongoClient
 
+from fhirserver.auth.service import AuthService
+from fhirserver.scheduling.clock import SystemClock
 from tests.api.factories import uid
 from tests.api.scheduling_factories import bookable_practitioner
 from tests.phi.conftest import FHIR, PhiServer, create, mongo_hits, redis_hits
@@ -256,3 +259,36 @@ async def test_tampered_or_swapped_ciphertext_fails_loudly(
         await coll.update_one({"_id": doc["_id"]}, {"$set": {"raw": doc["raw"]}})
         await mc.close()
     assert (await client.get(f"/Patient/{stored['patient']}")).status_code == 200
+
+
+async def test_the_audit_trail_and_user_display_names_are_sealed(
+    client: httpx.AsyncClient, phi_server: PhiServer, stored: dict[str, str], tag: str
+) -> None:
+    """A search by name, MRN and birth date puts them in the trail's BALP Query entity, and
+    a patient login user carries the patient's name: neither is readable in the store."""
+    query = {"family": f"Zyx{tag}quist", "identifier": f"MRN{tag}", "birthdate": "1983-07-14"}
+    found = await client.get("/Patient", params=query)
+    assert [e["resource"]["id"] for e in found.json()["entry"]] == [stored["patient"]]
+    settings = phi_server.settings
+    assert settings.mongodb_uri and settings.redis_url
+    auth = AuthService.start(settings, settings.mongodb_uri, settings.redis_url, SystemClock())
+    try:
+        name, username = f"Quil{tag}lon Zyx{tag}quist", f"login-{uid()}"
+        auth.add_user(username, "patient", "a long passphrase", f"Patient/{stored['patient']}",
+                      name)
+        user = auth.store.get_user(username)
+        assert user is not None and user.name == name
+    finally:
+        auth.close()
+
+    assert await mongo_hits(settings, needles(tag)) == []
+    # The trail holds the search as sent, served in the clear to an auditor.
+    r = await client.get("/AuditEvent",
+                         params={"entity-identifier": found.headers["x-request-id"]})
+    queries = [
+        base64.b64decode(ent["query"]).decode()
+        for e in r.json()["entry"]
+        for ent in e["resource"]["entity"]
+        if "query" in ent
+    ]
+    assert len(queries) == 1 and f"Zyx{tag}quist" in queries[0] and f"MRN{tag}" in queries[0]

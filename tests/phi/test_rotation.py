@@ -17,8 +17,11 @@ import httpx
 import pytest
 from pymongo import AsyncMongoClient
 
+from fhirserver.audit.cli import verify_database
+from fhirserver.auth.service import AuthService
 from fhirserver.context import full_indexer
 from fhirserver.phi.rotation import keys_in_use
+from fhirserver.scheduling.clock import SystemClock
 from fhirserver.storage.embedded import DataDirInUse, EmbeddedServers, mongodb_uri_for
 from fhirserver.storage.mongo import Mongo
 from fhirserver.storage.resources import ResourceStore
@@ -69,6 +72,7 @@ async def test_rotate_while_serving(rot_server: PhiServer) -> None:
     tag = uid()
     legacy_family = f"Legacy{tag}"
     legacy = await write_legacy(rot_server, legacy_family)
+    await write_users(rot_server, tag)
     async with httpx.AsyncClient(base_url=rot_server.base_url, timeout=60) as client:
         ids = [await create(client, {"resourceType": "Patient", "name": [{"family": f"R{tag}"}],
                                      "birthDate": "1971-02-03"}) for _ in range(30)]
@@ -108,6 +112,8 @@ async def test_rotate_while_serving(rot_server: PhiServer) -> None:
         new_kid = report["active"]
         # records the traffic rewrote meanwhile were sealed under the new key by the server
         assert new_kid != old_kid and report["resealed"]["Patient"] > 0
+        # the audit trail and login users' display names are re-sealed too
+        assert report["resealed"]["AuditEvent"] > 0 and report["resealed"]["auth_users"] == 2
         before = counts["writes"]
         deadline = time.monotonic() + 60
         while counts["writes"] < before + 10:  # keep going a little under the new key
@@ -142,6 +148,41 @@ async def test_rotate_while_serving(rot_server: PhiServer) -> None:
             assert (await client.get(f"/Patient/{rid}")).status_code == 200
             hist = await client.get(f"/Patient/{rid}/_history")
             assert hist.status_code == 200
+        trail = await client.get("/AuditEvent", params={"patient": legacy})
+        assert trail.status_code == 200 and trail.json()["entry"]
+    # the chain covers the plaintext: re-sealing left it intact
+    cipher = rot_server.codec().cipher
+    verified = await verify_database(rot_server.settings.mongodb_uri, rot_server.settings.db_name,
+                                     cipher)
+    assert verified.ok and verified.count > 30, verified.message()
+    await assert_user_names(rot_server, tag)
+
+
+async def write_users(server: PhiServer, tag: str) -> None:
+    """A user written by this server (sealed) and one as written before sealing (plain)."""
+    settings = server.settings
+    assert settings.mongodb_uri and settings.redis_url
+    auth = AuthService.start(settings, settings.mongodb_uri, settings.redis_url, SystemClock())
+    try:
+        auth.add_user(f"sealed-{tag}", "auditor", "a long passphrase", None, f"Sealed{tag}")
+        auth.store.users.insert_one({"_id": f"plain-{tag}", "role": "staff",
+                                     "name": f"Plain{tag}", "disabled": False})
+    finally:
+        auth.close()
+
+
+async def assert_user_names(server: PhiServer, tag: str) -> None:
+    """Both users' names read back, and neither is in the clear in the store."""
+    settings = server.settings
+    assert settings.mongodb_uri and settings.redis_url
+    auth = AuthService.start(settings, settings.mongodb_uri, settings.redis_url, SystemClock())
+    try:
+        for kind in ("sealed", "plain"):
+            user = auth.store.get_user(f"{kind}-{tag}")
+            assert user is not None and user.name == f"{kind.capitalize()}{tag}"
+    finally:
+        auth.close()
+    assert await mongo_hits(settings, [f"Sealed{tag}", f"Plain{tag}"]) == []
 
 
 def test_keys_commands_attach_to_a_running_embedded_store(tmp_path: Path) -> None:

@@ -9,7 +9,9 @@ Two questions, both asked of every request (docs/access.md has the whole table):
    practitioner's own schedule and patients, the staff member's organization), AND the
    query constraint of a v2 scope (`patient/Appointment.rs?status=booked`). The union over
    the granting contexts is the set the request may touch; a resource outside it is 404,
-   never a hint that it exists.
+   never a hint that it exists. A practitioner's or staff member's `patient/` scopes reach
+   the patient in context only when that patient is one of theirs (SMART: the user's own
+   permissions bound every scope).
 
 Directory types (practitioners, roles, locations, services, organizations, devices,
 schedules and slots) hold no PHI: any granting scope reads all of them. `patient/Slot.rs`
@@ -99,6 +101,7 @@ class AccessPolicy:
     _actors: frozenset[str] | None = field(default=None, init=False)
     _patients: frozenset[str] | None = field(default=None, init=False)
     _schedules: frozenset[str] | None = field(default=None, init=False)
+    _context_patient_ok: bool | None = field(default=None, init=False)
 
     # ---- scopes -------------------------------------------------------------------------
 
@@ -149,6 +152,9 @@ class AccessPolicy:
         if context == "system":
             return None
         if context == "patient" or p.role == "patient":
+            if (p.role != "patient" and rtype not in DIRECTORY_TYPES
+                    and not await self.may_see_context_patient()):
+                return Visibility()
             return self._patient_compartment(rtype, permission)
         if rtype == AUDIT_TYPE:
             return None if p.role == "auditor" and permission in "rs" else Visibility()
@@ -198,6 +204,19 @@ class AccessPolicy:
             if rtype in ("Location", "HealthcareService", "Device", "PractitionerRole"):
                 return Visibility.where(("idx.organization", orgs))
         return Visibility()
+
+    async def may_see_context_patient(self) -> bool:
+        """True when a user who is not the patient may act in the patient's context: a
+        practitioner or staff member whose care team or organization the patient is in.
+        `patient/` scopes never reach past what the user could see with `user/` scopes."""
+        if self._context_patient_ok is None:
+            pid, ok = self.principal.patient_id, False
+            if pid and self.principal.role in ("practitioner", "staff"):
+                care = await self._care_team("Patient", "r")
+                docs = await self.store.find("Patient", {"_id": pid}, projection={"idx": 1})
+                ok = bool(docs) and (care is None or care.matches(docs[0]))
+            self._context_patient_ok = ok
+        return self._context_patient_ok
 
     async def actors(self) -> frozenset[str]:
         """References that stand for the principal in participants and Schedule actors."""

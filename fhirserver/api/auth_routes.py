@@ -14,7 +14,7 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from fhirserver.api import auth_pages
-from fhirserver.auth.patients import get_patient, search_patients
+from fhirserver.auth.patients import PatientChoice, get_patient, pickable, search_patients
 from fhirserver.auth.server import AuthResponse
 from fhirserver.auth.service import (
     BROWSER_COOKIE,
@@ -241,8 +241,20 @@ async def picker(request: Request, req: str = "", q: str = "") -> Response:
     result = await run_in_threadpool(auth.picker, req, browser, session)
     if result.page == "picker":
         result.data["q"] = q[:100]
-        result.data["patients"] = await search_patients(_ctx(request).store, q[:100])
+        result.data["patients"] = await _pickable_patients(request, req, q[:100])
     return _render(auth, result)
+
+
+async def _allowed_patients(request: Request, req: str) -> dict[str, Any] | None:
+    """The filter of the patients the signed-in user of request `req` may pick."""
+    browser, session = _cookies(request)
+    user = await run_in_threadpool(_auth(request).pending_user, req, browser, session)
+    return await pickable(_ctx(request).store, user)
+
+
+async def _pickable_patients(request: Request, req: str, q: str) -> list[PatientChoice]:
+    allowed = await _allowed_patients(request, req)
+    return await search_patients(_ctx(request).store, q, allowed)
 
 
 @router.post("/picker", summary="pick a patient")
@@ -253,7 +265,8 @@ async def pick(request: Request) -> Response:
         return form
     browser, session = _cookies(request)
     patient_id = _first(form, "patient").removeprefix("Patient/")
-    exists = await get_patient(_ctx(request).store, patient_id) is not None
+    allowed = await _allowed_patients(request, _first(form, "req"))
+    exists = await get_patient(_ctx(request).store, patient_id, allowed) is not None
     result = await run_in_threadpool(
         auth.choose_patient,
         _first(form, "req"),
@@ -264,7 +277,7 @@ async def pick(request: Request) -> Response:
         exists,
     )
     if result.page == "picker":
-        result.data["patients"] = await search_patients(_ctx(request).store, "")
+        result.data["patients"] = await search_patients(_ctx(request).store, "", allowed)
     return _render(auth, result, after_post=True)
 
 

@@ -6,8 +6,8 @@ Every server process behind a load balancer reads the same `auth_keys` collectio
 they expire; a second rotation retires the oldest. A running server re-reads the keys
 every `refresh_seconds` and whenever it meets an unknown `kid`.
 
-The private keys are stored as JWKs in the database (PHI encryption at rest, which will
-cover them, comes with phase 2 of the security work).
+The private keys are stored in the database as JWKs sealed with the PHI record cipher
+(AuthStore; docs/phi.md): a database dump holds only the public halves.
 """
 
 from __future__ import annotations

@@ -411,6 +411,14 @@ class AuthService:
             return FlowResult(redirect=self._page_url("consent", pending))
         return FlowResult(page="picker", data={**self._page_data(pending), "user": user.name})
 
+    def pending_user(
+        self, req_id: str, browser: str | None, session_token: str | None
+    ) -> User | None:
+        """The signed-in user of a pending authorization request (None: no valid session),
+        for the picker's list of the patients that user may pick."""
+        found = self._pending(req_id, browser, session_token, need_session=True)
+        return None if isinstance(found, FlowResult) else found[1]
+
     def choose_patient(
         self,
         req_id: str,
@@ -432,7 +440,7 @@ class AuthService:
             return _error_page("Patients cannot pick another patient.", 403)
         if pending.get("launch"):
             return _error_page("This launch already has its patient.", 400)
-        if not patient_exists:
+        if not patient_exists:  # unknown, or not one of the user's patients
             data = {**self._page_data(pending), "error": "Pick a patient from the list."}
             return FlowResult(page="picker", data=data, status=400)
         self.store.update_request(pending["_id"], {"patient": patient_id})

@@ -9,7 +9,8 @@ loop never blocks on the auth collections, and no async/sync bridging is needed.
 
 Bearer values (authorization codes, refresh tokens, session ids) are stored as SHA-256
 hashes; a database dump does not hand out live credentials. A user's display name (for a
-patient user, the patient's name) is sealed with the PHI record cipher (docs/phi.md).
+patient user, the patient's name) and the token-signing private keys are sealed with the
+PHI record cipher (docs/phi.md).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 from pymongo import MongoClient, ReturnDocument
 from pymongo.collection import Collection
 from pymongo.database import Database
@@ -25,7 +27,7 @@ from pymongo.errors import DuplicateKeyError
 
 from fhirserver.auth.models import AuthCode, Client, LaunchContext, TokenRecord, User
 from fhirserver.auth.passwords import sha256_hex
-from fhirserver.phi.cipher import RecordCipher, user_name_context
+from fhirserver.phi.cipher import RecordCipher, signing_key_context, user_name_context
 
 Doc = dict[str, Any]
 
@@ -306,9 +308,24 @@ class AuthStore:
     # ---- signing keys ---------------------------------------------------------
 
     def signing_keys(self) -> list[Doc]:
-        return list(self.keys.find({"status": {"$in": ["current", "previous"]}}))
+        """The current and previous signing keys, `jwk` the private JWK (opened)."""
+        docs = list(self.keys.find({"status": {"$in": ["current", "previous"]}}))
+        for doc in docs:
+            sealed = doc.pop("private", None)
+            if isinstance(sealed, bytes):
+                if self.cipher is None:
+                    raise RuntimeError("a sealed signing key needs the PHI keyring")
+                doc["jwk"] = orjson.loads(self.cipher.open(signing_key_context(doc["_id"]), sealed))
+        return docs
 
     def insert_signing_key(self, doc: Doc) -> None:
+        """Store a new signing key; its private JWK (`jwk`) is sealed into `private` when a
+        cipher is set (a database dump must not let anyone mint tokens)."""
+        doc = dict(doc)
+        if self.cipher is not None:
+            doc["private"], doc["k"] = self.cipher.seal(
+                signing_key_context(doc["_id"]), orjson.dumps(doc.pop("jwk"))
+            )
         self.keys.insert_one(doc)
 
     def demote_signing_keys(self, keep_kid: str) -> None:

@@ -58,6 +58,12 @@ def user_name_context(username: str) -> str:
     return f"auth_users/{username}"
 
 
+def signing_key_context(kid: str) -> str:
+    """The associated-data context of a sealed token-signing private key."""
+    return f"auth_keys/{kid}"
+
+
+
 class RecordCipher:
     """Seals and opens blobs with the keyring's data keys (one cached AESGCM per kid)."""
 

@@ -23,7 +23,13 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure
 
-from fhirserver.phi.cipher import PHI_TYPES, SEALED_TYPES, record_context, user_name_context
+from fhirserver.phi.cipher import (
+    PHI_TYPES,
+    SEALED_TYPES,
+    record_context,
+    signing_key_context,
+    user_name_context,
+)
 from fhirserver.phi.codec import Indexer, PhiCodec
 
 log = logging.getLogger(__name__)
@@ -32,6 +38,7 @@ Doc = dict[str, Any]
 HISTORY = "history"
 IDEMPOTENCY = "idempotency"
 USERS = "auth_users"
+SIGNING_KEYS = "auth_keys"
 META = "_meta"
 META_ID = "phi"
 _RETRIES = 5
@@ -55,11 +62,14 @@ class ResealStats:
         return sum(self.resealed.values())
 
 
-async def _cas(coll: AsyncCollection[Doc], filt: Doc, update: Doc) -> bool:
+async def _cas(
+    coll: AsyncCollection[Doc], filt: Doc, update: Doc, unset: Doc | None = None
+) -> bool:
     """One compare-and-set update, retried on write conflicts; True when it applied."""
+    change: Doc = {"$set": update, **({"$unset": unset} if unset else {})}
     for attempt in range(_RETRIES):
         try:
-            res = await coll.update_one(filt, {"$set": update})
+            res = await coll.update_one(filt, change)
             return res.modified_count == 1
         except OperationFailure as exc:
             if exc.code != 112 or attempt == _RETRIES - 1:  # 112: WriteConflict
@@ -148,6 +158,21 @@ class _Pass:
 
         await self._walk(self.db[USERS], _USER_NAMES | {"k": {"$ne": self.kid}}, one)
 
+    async def signing_keys(self) -> None:
+        async def one(d: Doc) -> bool:
+            ctx = signing_key_context(d["_id"])
+            if "private" in d:
+                plain = self.codec.cipher.open(ctx, d["private"])
+            else:  # a key written before sealing: its private JWK is in `jwk`
+                plain = orjson.dumps(d["jwk"])
+            sealed, _ = self.codec.cipher.seal(ctx, plain, self.kid)
+            return await _cas(
+                self.db[SIGNING_KEYS], {"_id": d["_id"], "k": d.get("k")},
+                {"private": sealed, "k": self.kid}, unset={"jwk": ""},
+            )
+
+        await self._walk(self.db[SIGNING_KEYS], {"k": {"$ne": self.kid}}, one)
+
 
 async def reseal_all(
     db: AsyncDatabase[Doc],
@@ -171,6 +196,7 @@ async def reseal_all(
         await one.history()
         await one.idempotency()
         await one.users()
+        await one.signing_keys()
         if progress:
             progress(f"pass {stats.passes}: {one.done} records re-sealed under {kid}")
         if one.done == 0 and not await _remaining(db, kid):
@@ -199,6 +225,7 @@ async def keys_in_use(db: AsyncDatabase[Doc]) -> dict[str, int]:
     await tally(HISTORY, {"t": {"$in": sorted(PHI_TYPES)}, "raw": {"$exists": True}})
     await tally(IDEMPOTENCY, {"body": {"$exists": True}})
     await tally(USERS, _USER_NAMES)
+    await tally(SIGNING_KEYS, {})
     return counts
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -144,17 +145,23 @@ def _seed(srv: AuthServer) -> None:
         http.headers["Authorization"] = "Bearer " + client_token_sync(
             srv.auth_base, SEEDER, SEEDER_SECRET, "system/*.cruds"
         )
-        for pid, given, family in (
-            ("auth-pat-1", "Alice", "Authtest"),
-            ("auth-pat-2", "Bob", "Pickme"),
-            ("auth-pat-3", "Carol", "Pickme"),
+        # Bob is Dr. Smith's patient and the clinic's (the clerk's organization); Carol is
+        # the clinic's only; Alice is neither's.
+        for pid, given, family, gp, org in (
+            ("auth-pat-1", "Alice", "Authtest", None, None),
+            ("auth-pat-2", "Bob", "Pickme", "Practitioner/auth-pr-1", "Organization/auth-org-1"),
+            ("auth-pat-3", "Carol", "Pickme", None, "Organization/auth-org-1"),
         ):
-            body = {
+            body: dict[str, Any] = {
                 "resourceType": "Patient",
                 "id": pid,
                 "name": [{"given": [given], "family": family}],
                 "birthDate": "1980-01-02",
             }
+            if gp:
+                body["generalPractitioner"] = [{"reference": gp}]
+            if org:
+                body["managingOrganization"] = {"reference": org}
             r = http.put(f"/Patient/{pid}", json=body)
             assert r.status_code in (200, 201), r.text
 

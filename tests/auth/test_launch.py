@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlencode
 
 import httpx
@@ -90,6 +91,54 @@ async def test_picker_search_and_validation(
     assert ok.status_code == 303 and "/auth/consent" in ok.headers["location"]
     consent = await http.get(absolute(srv.auth_base, ok.headers["location"]))
     assert "Carol Pickme" in consent.text
+
+
+async def test_picker_offers_only_the_users_own_patients(
+    auth_server: AuthServer, http: httpx.AsyncClient
+) -> None:
+    """The clerk picks among the clinic's patients, Dr. Smith among his; neither sees, nor
+    can post, Alice (nobody's patient here)."""
+    srv = auth_server
+    for username, mine, others in (
+        ("clerk", {"auth-pat-2", "auth-pat-3"}, {"auth-pat-1"}),
+        ("dr-smith", {"auth-pat-2"}, {"auth-pat-1", "auth-pat-3"}),
+    ):
+        async with httpx.AsyncClient(timeout=30, follow_redirects=False) as browser:
+            r = await start(browser, srv.auth_base, params(srv, APP_SCOPE))
+            r = await login(browser, srv.auth_base, r.headers["location"], username, PASSWORD)
+            page = await browser.get(absolute(srv.auth_base, r.headers["location"]))
+            listed = set(re.findall(r'value="(auth-pat-\d+)"', page.text))
+            assert listed == mine, (username, listed)
+            form = {"req": hidden(page.text, "req"), "csrf": hidden(page.text, "csrf")}
+            for pid in sorted(others):
+                bad = await browser.post(f"{srv.auth_base}/picker", data={**form, "patient": pid})
+                assert bad.status_code == 400, (username, pid)
+
+
+async def test_patient_scopes_never_reach_past_the_users_own_patients(
+    auth_server: AuthServer, http: httpx.AsyncClient
+) -> None:
+    """An EHR launch may put any patient in context; a practitioner's patient/ scopes still
+    reach only their own patients: in another's context they grant nothing (403 whatever
+    the id, so existence is not disclosed)."""
+    srv = auth_server
+    scope = "launch openid fhirUser patient/Patient.rs patient/Appointment.rs"
+    seen: dict[str, int] = {}
+    for pid in ("auth-pat-2", "auth-pat-3"):
+        launch = await new_launch(http, srv, patient=pid)
+        p = params(srv, scope, launch=launch)
+        async with httpx.AsyncClient(timeout=30, follow_redirects=False) as browser:
+            got = await authorize(browser, srv.auth_base, p, username="dr-smith")
+            tok = (await exchange(browser, srv.token_url, got["code"], p)).json()
+        assert tok["patient"] == pid
+        headers = {"Authorization": f"Bearer {tok['access_token']}"}
+        r = await http.get(f"{srv.fhir_base}/Patient/{pid}", headers=headers)
+        listed = await http.get(f"{srv.fhir_base}/Patient", headers=headers)
+        appointments = await http.get(f"{srv.fhir_base}/Appointment", headers=headers)
+        seen[pid] = (r.status_code, listed.status_code, appointments.status_code)
+        if r.status_code == 200:
+            assert [e["resource"]["id"] for e in listed.json()["entry"]] == [pid]
+    assert seen == {"auth-pat-2": (200, 200, 200), "auth-pat-3": (403, 403, 403)}
 
 
 async def test_flow_bound_to_browser(auth_server: AuthServer, http: httpx.AsyncClient) -> None:

@@ -114,6 +114,7 @@ async def test_rotate_while_serving(rot_server: PhiServer) -> None:
         assert new_kid != old_kid and report["resealed"]["Patient"] > 0
         # the audit trail and login users' display names are re-sealed too
         assert report["resealed"]["AuditEvent"] > 0 and report["resealed"]["auth_users"] == 2
+        assert report["resealed"]["auth_keys"] == 2  # the server's and a legacy plaintext one
         before = counts["writes"]
         deadline = time.monotonic() + 60
         while counts["writes"] < before + 10:  # keep going a little under the new key
@@ -167,12 +168,17 @@ async def write_users(server: PhiServer, tag: str) -> None:
         auth.add_user(f"sealed-{tag}", "auditor", "a long passphrase", None, f"Sealed{tag}")
         auth.store.users.insert_one({"_id": f"plain-{tag}", "role": "staff",
                                      "name": f"Plain{tag}", "disabled": False})
+        # a signing key as written before sealing: the private JWK in the clear
+        (current,) = auth.store.signing_keys()
+        auth.store.keys.insert_one({**current, "_id": f"legacy-{tag}", "status": "previous",
+                                    "k": None})
     finally:
         auth.close()
 
 
 async def assert_user_names(server: PhiServer, tag: str) -> None:
-    """Both users' names read back, and neither is in the clear in the store."""
+    """Both users' names read back, and neither is in the clear in the store; no private
+    signing key is either, and both keys still load."""
     settings = server.settings
     assert settings.mongodb_uri and settings.redis_url
     auth = AuthService.start(settings, settings.mongodb_uri, settings.redis_url, SystemClock())
@@ -180,6 +186,10 @@ async def assert_user_names(server: PhiServer, tag: str) -> None:
         for kind in ("sealed", "plain"):
             user = auth.store.get_user(f"{kind}-{tag}")
             assert user is not None and user.name == f"{kind.capitalize()}{tag}"
+        keys = auth.store.signing_keys()
+        assert {k["_id"] for k in keys} >= {f"legacy-{tag}"} and all("d" in k["jwk"] for k in keys)
+        raw = list(auth.store.keys.find({}))
+        assert all("jwk" not in k and k["private"][:3] == b"\x00P1" for k in raw)
     finally:
         auth.close()
     assert await mongo_hits(settings, [f"Sealed{tag}", f"Plain{tag}"]) == []

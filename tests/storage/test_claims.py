@@ -154,6 +154,30 @@ async def test_busy_merges_granules_and_skips_dead_holds(
     assert {c["a"] for c in await repo.on([p, q], t(0, 0), t(23, 0))} == {"A", "B", "C"}
 
 
+async def test_on_excludes_one_appointment_and_dead_holds_go_only_by_id(
+    mongo_client: AsyncMongoClient[Doc], repo: ClaimsRepository
+) -> None:
+    p = "Practitioner/excl-p"
+
+    async def setup(s: AsyncClientSession) -> None:
+        await repo.insert("X", [(p, g) for g in span(t(9, 0), t(9, 15))], BOOKING, None, s)
+        await repo.insert("Y", [(p, g) for g in span(t(9, 15), t(9, 25))], HOLD, NOW - FIVE, s)
+        await repo.insert("Z", [(p, g) for g in span(t(10, 0), t(10, 10))], HOLD, NOW - FIVE, s)
+
+    await in_txn(mongo_client, setup)
+    mine = await repo.on([p], t(0, 0), t(23, 0), exclude_appointment="X")
+    assert {c["a"] for c in mine} == {"Y", "Z"} and len(mine) == 4
+    assert [c["g"] for c in mine] == sorted(c["g"] for c in mine)
+    y_ids = [c["_id"] for c in mine if c["a"] == "Y"]
+    # Only the named dead holds go; Z's stay, and a booking is never a dead hold.
+    x_ids = [c["_id"] for c in await repo.on([p], t(9, 0), t(9, 15))]
+    gone = await in_txn(mongo_client, lambda s: repo.delete_dead_holds(
+        [p], t(0, 0), t(23, 0), NOW, s, ids=[*y_ids, *x_ids]))
+    assert gone == 2
+    left = await repo.on([p], t(0, 0), t(23, 0))
+    assert sorted({c["a"] for c in left}) == ["X", "Z"] and len(left) == 5
+
+
 def test_merge_spans() -> None:
     assert merge_spans([(t(10, 0), t(11, 0)), (t(9, 0), t(10, 0)), (t(9, 30), t(9, 40))]) == [
         (t(9, 0), t(11, 0))

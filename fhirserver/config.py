@@ -31,6 +31,11 @@ class Settings(BaseSettings):
     # Claims granule: every booked minute is claimed in granules of this size (docs/scheduling.md).
     claim_granule_minutes: int = 5
     embedded_cache_size: str = "1G"
+    # Answers of store queries kept per process, invalidated by per-type generations in
+    # Redis (storage/query_cache.py); 0 turns the cache off. The time-to-live bounds how
+    # long a change made outside the API (keys rotate, a manual edit) can go unseen.
+    query_cache_mb: int = 64
+    query_cache_ttl_seconds: float = 30.0
     # The embedded SecantusDB runs as a child process (its own GIL and core); true keeps it
     # in the server's process (bench/results/core.txt compares the two).
     embedded_store_in_process: bool = False

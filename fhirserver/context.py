@@ -37,6 +37,7 @@ from fhirserver.storage.embedded import EmbeddedServers
 from fhirserver.storage.idempotency import IdempotencyStore
 from fhirserver.storage.migrations import apply_migrations
 from fhirserver.storage.mongo import Mongo
+from fhirserver.storage.query_cache import QueryCache
 from fhirserver.storage.resources import ResourceStore
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,12 @@ class AppContext:
         phi = PhiCodec.from_settings(settings)
         store = ResourceStore(mongo.db, full_indexer, phi)
         service = FhirService(mongo, store)
+        if settings.query_cache_mb > 0:
+            store.cache = QueryCache(
+                redis, f"fhirserver:{settings.db_name}:query",
+                max_bytes=settings.query_cache_mb * 1024 * 1024,
+                ttl_seconds=settings.query_cache_ttl_seconds,
+            )
         claims = ClaimsRepository(mongo.db)
         granule = settings.claim_granule_minutes
         # The access policy sees every write first (REST, transaction entries, $hold, $book).
@@ -114,6 +121,8 @@ class AppContext:
         service.add_write_hook(guard.on_write)
         # Rules, free Slots and visit durations are checked against operating hours (422).
         service.add_write_hook(RuleChecks(store).on_write)
+        if store.cache is not None:  # cached answers over a written type retire at commit
+            service.add_write_hook(store.cache.write_hook(mongo))
         searcher = Searcher(
             store,
             SearchLimits(

@@ -64,9 +64,12 @@ def opener(cipher: RecordCipher | None) -> Callable[[str, bytes], bytes]:
 
 
 async def verify_records(
-    records: AsyncIterator[Mapping[str, Any]], open_raw: Callable[[str, bytes], bytes]
+    records: AsyncIterator[Mapping[str, Any]],
+    open_raw: Callable[[str, bytes], bytes],
+    head: tuple[int, str] | None = None,
 ) -> VerifyResult:
-    """Walk records in ascending `seq` order and report the first broken link."""
+    """Walk records in ascending `seq` order and report the first broken link; with `head`
+    (the (seq, hash) the trail's head document names), newest records removed too."""
     prev, expected, count = GENESIS, 1, 0
 
     def broken(reason: str) -> VerifyResult:
@@ -91,4 +94,10 @@ async def verify_records(
         if doc.get("hash") != digest:
             return broken("content does not match its hash (record modified)")
         prev, expected, count = digest, expected + 1, count + 1
+    if head is not None and head != (expected - 1, prev):
+        if head[0] >= expected:
+            return broken(f"records {expected}..{head[0]} are missing (the head names "
+                          f"seq {head[0]})")
+        return broken(f"the head document names seq {head[0]}, which does not match the "
+                      "trail")
     return VerifyResult(True, count, expected - 1, prev)

@@ -28,7 +28,7 @@ async def verify_database(uri: str, db_name: str, cipher: RecordCipher) -> Verif
     mongo = Mongo(uri, db_name)
     try:
         log = AuditLog(mongo, full_indexer, cipher)
-        return await verify_records(log.records(), opener(cipher))
+        return await verify_records(log.records(), opener(cipher), await log.recorded_head())
     finally:
         await mongo.close()
 

@@ -10,12 +10,13 @@ With a record cipher, `raw` is sealed like a PHI resource's (AES-256-GCM, contex
 patients. The chain hashes the plaintext, so re-sealing under a new key (`fhirserver keys
 rotate`) leaves it intact, and `verify` needs the keyring.
 
-A batch is appended in one transaction that inserts the next records after the head
-(highest `seq`). The head is remembered between batches: reading it from the store each
-time costs SecantusDB a walk over the whole collection. `seq` is unique, so a remembered
-head that another process has moved past makes the insert collide (duplicate key, or a
-write conflict that the transaction runner retries); the head is then re-read from the
-remembered `seq` on and the batch re-chained. Nothing here updates or deletes a record.
+A batch is appended in one transaction that reads the chain head (`_meta/audit_head`:
+the newest `seq` and `hash`), inserts the next records after it and moves the head. Two
+processes appending at once both write the head document, so one of them hits a write
+conflict and its transaction is retried on the new head; the unique index on `seq` is a
+second guard (a duplicate is retried the same way). A trail written before the head
+document existed gets one from a scan of the collection on the first append. Nothing
+here updates or deletes a record.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from fhirserver.storage.resources import Indexer, format_instant, new_id, now_ut
 Doc = dict[str, Any]
 
 COLLECTION = "AuditEvent"
+META = "_meta"
+HEAD_ID = "audit_head"
 # How often a batch is re-chained after losing the head to another process.
 _APPEND_ATTEMPTS = 50
 
@@ -61,7 +64,6 @@ class AuditLog:
         self.indexer = indexer
         self.cipher = cipher
         self.coll = mongo.db[COLLECTION]
-        self._head: tuple[int, str] | None = None  # (seq, hash) after our last append
 
     def _prepare(self, events: Sequence[Mapping[str, Any]]) -> tuple[list[Doc], list[bytes]]:
         """The documents to insert (chain fields still unset) and each one's plaintext."""
@@ -94,37 +96,42 @@ class AuditLog:
         its journal on commit), so a returned record survives a crash.
         """
         docs, plain = self._prepare(events)
+        meta = self.mongo.db[META]
 
         async def run(session: AsyncClientSession) -> list[int]:
-            seq, prev = self._head if self._head is not None else await self.head(session=session)
+            head = await meta.find_one({"_id": HEAD_ID}, session=session)
+            if head is None:  # a trail from before the head document: scan it once
+                seq, prev = await self.head(session=session)
+            else:
+                seq, prev = int(head["seq"]), str(head["hash"])
             for doc, raw in zip(docs, plain, strict=True):
                 seq += 1
                 doc["seq"], doc["prev"] = seq, prev
                 doc["hash"] = prev = record_hash(prev, seq, doc["_id"], raw)
             await self.coll.insert_many(docs, ordered=True, session=session)
+            if head is None:
+                await meta.insert_one({"_id": HEAD_ID, "seq": seq, "hash": prev}, session=session)
+            else:
+                await meta.update_one(
+                    {"_id": HEAD_ID}, {"$set": {"seq": seq, "hash": prev}}, session=session
+                )
             return [int(d["seq"]) for d in docs]
 
         last: Exception | None = None
         for _ in range(_APPEND_ATTEMPTS):
             try:
-                seqs = await self.mongo.transaction(run)
+                return await self.mongo.transaction(run)
             except (DuplicateKeyError, BulkWriteError) as exc:
                 if not _duplicate_seq(exc):
                     raise
-                last = exc  # another process appended first: re-chain on the new head
-                self._head = await self.head(after=self._head[0] if self._head else 0)
-                continue
-            except BaseException:
-                self._head = None  # unknown outcome: read the head again next time
-                raise
-            self._head = (int(docs[-1]["seq"]), str(docs[-1]["hash"]))
-            return seqs
+                last = exc  # another process created the head or took the seq: again
         raise AuditAppendError(f"could not claim the chain head: {last}")
 
     async def head(
         self, *, after: int = 0, session: AsyncClientSession | None = None
     ) -> tuple[int, str]:
-        """(seq, hash) of the newest record; (0, GENESIS) when the trail is empty.
+        """(seq, hash) of the newest record found by scanning the collection; (0, GENESIS)
+        when the trail is empty.
 
         `after`: a `seq` known to exist, so only the records from it on are looked at.
         """
@@ -133,6 +140,11 @@ class AuditLog:
             session=session,
         )
         return (int(head["seq"]), str(head["hash"])) if head else (0, GENESIS)
+
+    async def recorded_head(self) -> tuple[int, str] | None:
+        """(seq, hash) the head document names; None for a trail without one."""
+        head = await self.mongo.db[META].find_one({"_id": HEAD_ID})
+        return None if head is None else (int(head["seq"]), str(head["hash"]))
 
     async def records(self) -> AsyncIterator[Doc]:
         """Every record in `seq` order (chain fields and the stored raw bytes only; sealed

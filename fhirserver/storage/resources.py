@@ -22,9 +22,11 @@ from pymongo.errors import DuplicateKeyError
 
 from fhirserver.fhir.errors import Conflict, Gone, NotFound, PreconditionFailed
 from fhirserver.phi.cipher import PHI_TYPES, SEALED_TYPES
+from fhirserver.storage.query_cache import docs_size
 
 if TYPE_CHECKING:  # the codec is handed in (its blind index knows fhir/ search params)
     from fhirserver.phi.codec import PhiCodec
+    from fhirserver.storage.query_cache import QueryCache
 
 Doc = dict[str, Any]
 Indexer = Callable[[Mapping[str, Any]], tuple[dict[str, list[Any]], dict[str, str]]]
@@ -99,6 +101,8 @@ class ResourceStore:
         self.phi = phi
         self.indexer = phi.indexer(indexer) if phi is not None else indexer
         self.blind = phi.blind if phi is not None else None
+        # Answers of find/count/ids outside transactions (storage/query_cache.py).
+        self.cache: QueryCache | None = None
 
     def _raw(self, resource_type: str, rid: str, doc: Mapping[str, Any]) -> bytes | None:
         raw: bytes | None = doc.get("raw")
@@ -225,21 +229,48 @@ class ResourceStore:
         proj = projection if projection is not None else {"raw": 1, "v": 1, "lu": 1, "srt": 1}
         if proj.get("raw") and "v" not in proj and resource_type in SEALED_TYPES:
             proj = {**proj, "v": 1}  # the version is part of a sealed record's context
-        cursor = self.db[resource_type].find(query, proj, session=session)
-        if sort:
-            cursor = cursor.sort(sort)
-        if limit:
-            cursor = cursor.limit(limit)
-        return self._open_docs(resource_type, [d async for d in cursor])
+
+        async def run() -> list[Doc]:
+            cursor = self.db[resource_type].find(query, proj, session=session)
+            if sort:
+                cursor = cursor.sort(sort)
+            if limit:
+                cursor = cursor.limit(limit)
+            return self._open_docs(resource_type, [d async for d in cursor])
+
+        if self.cache is None or session is not None:
+            return await run()
+        spec = {"q": query, "s": sort or [], "l": limit, "p": proj}
+        key = self.cache.key(resource_type, "find", spec)
+        docs: list[Doc] = await self.cache.cached(resource_type, key, run, docs_size)
+        return [dict(d) for d in docs]  # callers may change their copies
 
     async def count(self, resource_type: str, query: Mapping[str, Any]) -> int:
         """How many current resources of a type match a filter."""
-        return await self.db[resource_type].count_documents(query)
+
+        async def run() -> int:
+            return await self.db[resource_type].count_documents(query)
+
+        if self.cache is None:
+            return await run()
+        key = self.cache.key(resource_type, "count", {"q": query})
+        found: int = await self.cache.cached(resource_type, key, run, lambda _: 16)
+        return found
 
     async def ids(self, resource_type: str, query: Mapping[str, Any], limit: int) -> list[str]:
         """Ids of matching resources (for chained search), at most `limit`."""
-        cursor = self.db[resource_type].find(query, {"_id": 1}).limit(limit)
-        return [d["_id"] async for d in cursor]
+
+        async def run() -> list[str]:
+            cursor = self.db[resource_type].find(query, {"_id": 1}).limit(limit)
+            return [d["_id"] async for d in cursor]
+
+        if self.cache is None:
+            return await run()
+        key = self.cache.key(resource_type, "ids", {"q": query, "l": limit})
+        found: list[str] = await self.cache.cached(
+            resource_type, key, run, lambda v: 64 * len(v)
+        )
+        return list(found)
 
     # ---- writes ------------------------------------------------------------
 

@@ -166,3 +166,32 @@ async def test_verify_detects_a_removed_record(embedded: EmbeddedServers) -> Non
         mc[db]["AuditEvent"].delete_one({"seq": 2})
     result = await verify_database(embedded.mongodb_uri, db, _cipher(settings))
     assert not result.ok and result.broken_seq == 2 and "missing" in result.reason
+
+
+async def test_verify_detects_removed_newest_records_and_busy_servers_keep_one_chain(
+    embedded: EmbeddedServers,
+) -> None:
+    """Two servers appending under load share one head (no append starves), and removing
+    the newest records is caught against the head document."""
+    db = "audit_truncated"
+    a, b = _settings(embedded, db), _settings(embedded, db)
+    with serve_in_thread(a), serve_in_thread(b):
+        async with (
+            httpx.AsyncClient(base_url=a.base_url(), timeout=120) as ca,
+            httpx.AsyncClient(base_url=b.base_url(), timeout=120) as cb,
+        ):
+            pid = await _new_patient(ca)
+            await cb.get(f"/Patient/{pid}")  # each server's routes once before the race
+
+            async def stream(c: httpx.AsyncClient) -> None:
+                for _ in range(30):
+                    assert (await c.get(f"/Patient/{pid}")).status_code == 200
+
+            await asyncio.gather(*(stream(c) for c in (ca, cb, ca, cb, ca, cb)))
+    assert embedded.mongodb_uri
+    whole = await verify_database(embedded.mongodb_uri, db, _cipher(a))
+    assert whole.ok and whole.count == 182, whole.message()
+    with MongoClient(embedded.mongodb_uri) as mc:
+        mc[db]["AuditEvent"].delete_many({"seq": {"$gte": 181}})
+    cut = await verify_database(embedded.mongodb_uri, db, _cipher(a))
+    assert not cut.ok and "181..182 are missing" in cut.reason, cut.message()

@@ -10,11 +10,13 @@ With a record cipher, `raw` is sealed like a PHI resource's (AES-256-GCM, contex
 patients. The chain hashes the plaintext, so re-sealing under a new key (`fhirserver keys
 rotate`) leaves it intact, and `verify` needs the keyring.
 
-A batch is appended in one transaction that reads the chain head (`_meta/audit_head`:
-the newest `seq` and `hash`), inserts the next records after it and moves the head. Two
-processes appending at once both write the head document, so one of them hits a write
-conflict and its transaction is retried on the new head; the unique index on `seq` is a
-second guard (a duplicate is retried the same way). A trail written before the head
+A batch is appended in one transaction that inserts the next records after the chain
+head (`_meta/audit_head`: the newest `seq` and `hash`) and moves the head with a
+compare-and-set on its `seq`. A process remembers the head it last wrote; when another
+process has moved it since, the compare-and-set matches nothing (or the two transactions
+conflict on the head document, and the runner retries one) and the batch is chained again
+on the head read afresh. The unique index on `seq` is a second guard (a duplicate is
+retried the same way). A trail written before the head
 document existed gets one from a scan of the collection on the first append. Nothing
 here updates or deletes a record.
 """
@@ -43,6 +45,10 @@ HEAD_ID = "audit_head"
 _APPEND_ATTEMPTS = 50
 
 
+class _StaleHead(Exception):
+    """The head document moved since this process last appended."""
+
+
 class AuditAppendError(RuntimeError):
     """A batch of audit records could not be stored."""
 
@@ -64,6 +70,10 @@ class AuditLog:
         self.indexer = indexer
         self.cipher = cipher
         self.coll = mongo.db[COLLECTION]
+        # (seq, hash, stored) after our last append: the head document is then only read
+        # again when another process has moved it.
+        self._head: tuple[int, str, bool] | None = None
+        self._next_head: tuple[int, str, bool] | None = None
 
     def _prepare(self, events: Sequence[Mapping[str, Any]]) -> tuple[list[Doc], list[bytes]]:
         """The documents to insert (chain fields still unset) and each one's plaintext."""
@@ -99,32 +109,50 @@ class AuditLog:
         meta = self.mongo.db[META]
 
         async def run(session: AsyncClientSession) -> list[int]:
-            head = await meta.find_one({"_id": HEAD_ID}, session=session)
-            if head is None:  # a trail from before the head document: scan it once
-                seq, prev = await self.head(session=session)
-            else:
-                seq, prev = int(head["seq"]), str(head["hash"])
+            known = self._head
+            if known is None:
+                head = await meta.find_one({"_id": HEAD_ID}, session=session)
+                if head is None:  # a trail from before the head document: scan it once
+                    known = (*await self.head(session=session), False)
+                else:
+                    known = (int(head["seq"]), str(head["hash"]), True)
+            seq, prev, stored = known
+            first = seq
             for doc, raw in zip(docs, plain, strict=True):
                 seq += 1
                 doc["seq"], doc["prev"] = seq, prev
                 doc["hash"] = prev = record_hash(prev, seq, doc["_id"], raw)
             await self.coll.insert_many(docs, ordered=True, session=session)
-            if head is None:
+            if not stored:
                 await meta.insert_one({"_id": HEAD_ID, "seq": seq, "hash": prev}, session=session)
             else:
-                await meta.update_one(
-                    {"_id": HEAD_ID}, {"$set": {"seq": seq, "hash": prev}}, session=session
+                moved = await meta.update_one(
+                    {"_id": HEAD_ID, "seq": first}, {"$set": {"seq": seq, "hash": prev}},
+                    session=session,
                 )
+                if moved.matched_count != 1:
+                    raise _StaleHead
+            self._next_head = (seq, prev, True)
             return [int(d["seq"]) for d in docs]
 
         last: Exception | None = None
         for _ in range(_APPEND_ATTEMPTS):
             try:
-                return await self.mongo.transaction(run)
+                seqs = await self.mongo.transaction(run)
+            except _StaleHead as exc:
+                last, self._head = exc, None  # another process appended: read its head
+                continue
             except (DuplicateKeyError, BulkWriteError) as exc:
+                self._head = None
                 if not _duplicate_seq(exc):
                     raise
                 last = exc  # another process created the head or took the seq: again
+                continue
+            except BaseException:
+                self._head = None  # unknown outcome: read the head again next time
+                raise
+            self._head = self._next_head
+            return seqs
         raise AuditAppendError(f"could not claim the chain head: {last}")
 
     async def head(

@@ -235,6 +235,18 @@ class Finder:
         out.sort(key=lambda p: (not p.established, p.candidate.start, p.candidate.schedule_id))
         return out[:limit]
 
+    async def claimed(self, schedule_id: str, window: Interval) -> bool:
+        """True when a live claim holds part of `window` on the Schedule's actors: a cheap
+        refusal of time someone has just booked (never a booking decision: the claims
+        guard inside the transaction makes those)."""
+        schedule = (await self.repo.by_ids("Schedule", {schedule_id})).get(schedule_id)
+        if schedule is None:
+            return False
+        role_ids = {r.split("/")[1] for r in _refs(schedule) if r.startswith("PractitionerRole/")}
+        roles = await self.repo.by_ids("PractitionerRole", role_ids) if role_ids else {}
+        actors = claimed_actors(schedule, roles)
+        return bool(actors) and bool(await self.busy(list(actors), window))
+
     async def _established(self, patient_id: str | None) -> set[str]:
         if not patient_id:
             return set()

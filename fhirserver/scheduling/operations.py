@@ -22,10 +22,11 @@ from fhirserver.fhir.errors import BadRequest, Conflict, FhirError, NotFound, Un
 from fhirserver.fhir.operations import first
 from fhirserver.fhir.service import FhirService, WriteResult
 from fhirserver.fhir.validation import validate_resource
-from fhirserver.scheduling.availability import parse_generated_slot_id
+from fhirserver.scheduling.availability import Interval, parse_generated_slot_id
 from fhirserver.scheduling.clock import Clock
 from fhirserver.scheduling.criteria import FindCriteria, criteria_from, parse_instant, ref_id
 from fhirserver.scheduling.finder import Finder, Proposal, proposed_appointment
+from fhirserver.scheduling.keyed_locks import KeyedLocks
 from fhirserver.storage.idempotency import IdempotencyStore
 from fhirserver.storage.resources import format_instant
 
@@ -95,6 +96,10 @@ class SchedulingOperations:
         self.idempotency = idempotency
         self.clock = clock
         self.base_url = base_url
+        # $book of one offer is tried by one request of this process at a time: the others
+        # wait, then find it taken with one claims read instead of a transaction each that
+        # collides on the index (which stays the guard, across processes too).
+        self._offers = KeyedLocks()
 
     # ---- $find -------------------------------------------------------------
 
@@ -163,11 +168,12 @@ class SchedulingOperations:
             await self._check_cancellable(ref_id(cancel_id, "Appointment"))
         appt_id = first(values, "appointment-id")
         held = await self._held(appt_id, values, now) if appt_id else None
-        appt = held if held is not None else await self._proposal_from(values, now)
         try:
-            return await self._commit_booking(
-                appt, held is not None, values, idem_key, fingerprint
-            )
+            if held is not None:
+                return await self._commit_booking(held, True, values, idem_key, fingerprint)
+            async with self._offers.hold(_offer_key(values)):
+                appt = await self._proposal_from(values, self.clock.now())
+                return await self._commit_booking(appt, False, values, idem_key, fingerprint)
         except OfferTaken:
             # Lost the race for a generated offer: the availability check, run again now
             # that the winner committed, answers 409 with the next available times.
@@ -355,6 +361,10 @@ class SchedulingOperations:
                                                   ignore_claims=True)
             )
         elif not proposals and self.finder.index is not None:
+            window = Interval(start, start + timedelta(minutes=minutes))
+            if await self.finder.claimed(schedule_id, window):  # just booked by someone
+                gone = Conflict(f"Slot/{slot_id} is no longer available")
+                raise await self._alternatives_on(gone, schedule_id, start, visit_types)
             proposals = matching(
                 await self.finder.proposals(c, now, 50, only={schedule_id}, naive=True)
             )
@@ -422,6 +432,20 @@ class SchedulingOperations:
             response={"status": status, "etag": stored.etag()},
         )
         return bundle_bytes("collection", [entry])
+
+
+def _offer_key(values: dict[str, list[Any]]) -> str | None:
+    """The slot id a $book names (its `appointment`'s slot, or `appointment-id`)."""
+    resource = first(values, "appointment")
+    if isinstance(resource, dict):
+        for s in resource.get("slot", []):
+            ref = str(s.get("reference", ""))
+            if ref:
+                return ref.split("/")[-1]
+        rid = resource.get("id")
+        return rid if isinstance(rid, str) else None
+    appt_id = first(values, "appointment-id")
+    return appt_id if isinstance(appt_id, str) else None
 
 
 def _visit_types(appt: Json | None) -> list[str]:

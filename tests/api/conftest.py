@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -30,6 +31,7 @@ class RunningServer:
     base_url: str
     settings: Settings
     clock: SettableClock
+    app: Any = None  # the FastAPI app (its state.ctx), for tests that look inside
 
 
 @pytest.fixture(scope="session")
@@ -45,8 +47,8 @@ def server(embedded: EmbeddedServers) -> Iterator[RunningServer]:
         max_body_bytes=256 * 1024,
     )
     clock = SettableClock()
-    with serve_in_thread(settings, clock):
-        yield RunningServer(settings.base_url(), settings, clock)
+    with serve_in_thread(settings, clock) as srv:
+        yield RunningServer(settings.base_url(), settings, clock, srv.config.app)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -21,6 +21,7 @@ from fhirserver.phi.codec import PhiCodec
 from fhirserver.storage.claims import find_overlaps
 from tests.api.conftest import RunningServer
 from tests.api.factories import uid
+from tests.api.scheduling_factories import bookable_practitioner, patient_id
 
 FHIR = {"Content-Type": "application/fhir+json"}
 PATCH = {"Content-Type": "application/json-patch+json"}
@@ -277,3 +278,38 @@ async def test_booked_without_times_is_422(client: httpx.AsyncClient, scan: None
     proposed = appt(at("09:00"), at("09:30"), doc(), status="proposed")
     del proposed["start"], proposed["end"]
     assert (await post(client, proposed)).status_code == 201
+
+
+async def test_racers_for_one_offer_one_wins_late_ones_get_alternatives(
+    server: RunningServer, client: httpx.AsyncClient, scan: None
+) -> None:
+    """40 patients $book one generated offer at once: one 201, 39 409s that each list the
+    next available times; a $book after the winner committed is refused the same way (by a
+    claims read, before any transaction); nothing is left waiting on the offer."""
+    doc_id, _, _ = await bookable_practitioner(client)
+    start = (datetime.now(UTC) + timedelta(days=1)).replace(hour=0, minute=0, second=0,
+                                                             microsecond=0)
+    found = await client.get("/Appointment/$find", params={
+        "practitioner": f"Practitioner/{doc_id}", "start": start.isoformat(),
+        "end": (start + timedelta(days=1)).isoformat()})
+    offer = found.json()["entry"][2]["resource"]
+
+    def body(patient: str) -> Doc:
+        return {"resourceType": "Parameters", "parameter": [
+            {"name": "appointment", "resource": offer},
+            {"name": "patient", "valueString": f"Patient/{patient}"}]}
+
+    pats = [await patient_id(client) for _ in range(40)]
+    results = await asyncio.gather(*(client.post("/Appointment/$book", json=body(p),
+                                                 headers=FHIR) for p in pats))
+    codes = Counter(r.status_code for r in results)
+    assert codes == {201: 1, 409: 39}, codes
+    for r in results:
+        if r.status_code == 409:
+            assert_conflict(r)
+            assert r.json().get("contained"), "each 409 lists alternatives"
+    late = await client.post("/Appointment/$book", json=body(await patient_id(client)),
+                             headers=FHIR)
+    assert "no longer available" in assert_conflict(late)["diagnostics"]
+    assert offer["start"] not in [c["start"] for c in late.json()["contained"]]
+    assert len(server.app.state.ctx.scheduling._offers) == 0

@@ -145,20 +145,23 @@ class BookingGuard:
             if old is not None:
                 await self.claims.delete_for_appointment(str(old["id"]), session)
             return
-        await self.reconcile(new, session)
+        # A created Appointment owns no claims yet (a deleted one's went with its deletion).
+        await self.reconcile(new, session, owns_none=old is None)
 
-    async def reconcile(self, appointment: Json, session: AsyncClientSession) -> ClaimPlan | None:
+    async def reconcile(
+        self, appointment: Json, session: AsyncClientSession, *, owns_none: bool = False
+    ) -> ClaimPlan | None:
         """Make the appointment own exactly the claims its current state calls for.
 
         Frees what it no longer needs, re-tags what it keeps (a hold becoming a booking,
         or a new hold expiry) and claims the rest; returns the plan applied (None: owns
-        nothing).
+        nothing). `owns_none`: the caller knows it holds no claims (skips reading them).
         """
         now = self.clock.now()
         appt_id = str(appointment["id"])
         roles = await self._resolve_roles(role_references(appointment), session)
         plan = plan_claims(appointment, now, roles.get, self.granule_minutes)
-        owned = {
+        owned = {} if owns_none else {
             (c["r"], aware(c["g"])): c for c in await self.claims.of_appointment(appt_id, session)
         }
         wanted = plan.keys() if plan is not None else set()

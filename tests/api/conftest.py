@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -13,15 +12,7 @@ import pytest
 from fhirserver.config import Settings
 from fhirserver.scheduling.clock import SettableClock
 from fhirserver.storage.embedded import EmbeddedServers
-from tests.thread_server import serve_in_thread
-
-
-def free_port() -> int:
-    """An unused TCP port on loopback."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from tests.thread_server import free_port, serve_in_thread
 
 
 @dataclass

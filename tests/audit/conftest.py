@@ -17,8 +17,7 @@ from fhirserver.phi.cipher import is_sealed, record_context
 from fhirserver.phi.codec import PhiCodec
 from fhirserver.scheduling.clock import SettableClock
 from fhirserver.storage.embedded import EmbeddedServers
-from tests.api.conftest import free_port
-from tests.thread_server import serve_in_thread
+from tests.thread_server import serve_in_thread, settings_on
 
 AUDIT_DB = "audit_tests"
 CLIENT_ID = "audit-app"
@@ -41,15 +40,7 @@ class AuditServer:
 
 
 def _settings(embedded: EmbeddedServers, db_name: str, **extra: Any) -> Settings:
-    return Settings(
-        mongodb_uri=embedded.mongodb_uri,
-        redis_url=embedded.redis_url,
-        db_name=db_name,
-        port=free_port(),
-        demo=False,
-        auth_required=False,
-        **extra,
-    )
+    return settings_on(embedded, db_name, **extra)
 
 
 @pytest.fixture(scope="session")

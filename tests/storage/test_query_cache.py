@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
@@ -16,21 +15,8 @@ import uvicorn
 from fhirserver.config import Settings
 from fhirserver.storage.embedded import EmbeddedServers
 from fhirserver.storage.query_cache import QueryCache
-from tests.api.conftest import free_port
 from tests.api.factories import patient, uid
-from tests.thread_server import serve_in_thread
-
-
-def _settings(embedded: EmbeddedServers, db: str, **extra: Any) -> Settings:
-    return Settings(
-        mongodb_uri=embedded.mongodb_uri,
-        redis_url=embedded.redis_url,
-        db_name=db,
-        port=free_port(),
-        demo=False,
-        auth_required=False,
-        **extra,
-    )
+from tests.thread_server import serve_in_thread, settings_on
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +27,7 @@ def two_servers(embedded: EmbeddedServers) -> Iterator[tuple[uvicorn.Server, uvi
     first request, not thread-safely: each route is requested once, one server at a time,
     before the tests race them (two real processes share nothing of the kind)."""
     db = f"qc_{uuid.uuid4().hex[:10]}"
-    first, second = _settings(embedded, db), _settings(embedded, db)
+    first, second = settings_on(embedded, db), settings_on(embedded, db)
     with serve_in_thread(first) as a, serve_in_thread(second) as b:
         for server in (a, b):
             with httpx.Client(base_url=_base(server), timeout=30) as client:
@@ -153,7 +139,7 @@ async def test_no_search_after_an_acknowledged_write_misses_it(
 
 
 async def test_cache_can_be_switched_off(embedded: EmbeddedServers) -> None:
-    settings = _settings(embedded, f"qc_{uuid.uuid4().hex[:10]}", query_cache_mb=0)
+    settings = settings_on(embedded, f"qc_{uuid.uuid4().hex[:10]}", query_cache_mb=0)
     with serve_in_thread(settings) as server:
         assert server.config.app.state.ctx.store.cache is None
         async with httpx.AsyncClient(base_url=settings.base_url(), timeout=30) as client:

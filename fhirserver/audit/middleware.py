@@ -178,7 +178,6 @@ def _rest_event(
     named: set[str] = set()
     if target.interaction == "transaction":
         subtype = bundle_kind(ex.request())
-        named = patients_in_bundle_urls(ex.request(), base_path)
         entries = bundle_exchanges(ex.request(), body, base_path) if ex.status < 400 else []
         if entries:
             found: list[dict[str, Any]] = []
@@ -193,6 +192,7 @@ def _rest_event(
                         headers={b"location": entry.location.encode()} if entry.location else {},
                     )
             return found
+        named = patients_in_bundle_urls(ex.request(), base_path)
     query_string = scope.get("query_string", b"").decode("latin-1")
     form = (
         ex.request() if target.interaction == "search-type" and scope["method"] == "POST" else None

@@ -80,9 +80,8 @@ class QueryCache:
         return int(value) if value is not None else 0
 
     async def bump(self, resource_types: Sequence[str]) -> None:
-        """Retire every cached answer over these types, in every process."""
-        for rtype in resource_types:
-            self._drop_type(rtype)
+        """Retire every cached answer over these types, in every process (answers under an
+        old generation are never used again; the least recently used go first)."""
         try:
             pipe = self.redis.pipeline(transaction=False)
             for rtype in resource_types:
@@ -94,14 +93,9 @@ class QueryCache:
             # kept from before expire with their time-to-live.
             log.error("query cache: cannot bump generations of %s", list(resource_types))
 
-    def _drop_type(self, resource_type: str) -> None:
-        prefix = resource_type.encode() + b"\x00"
-        for key in [k for k in self._entries if k.startswith(prefix)]:
-            self._bytes -= self._entries.pop(key).size
-
     @staticmethod
     def key(resource_type: str, kind: str, spec: Mapping[str, Any]) -> bytes:
-        """The cache key of one query (type first, so a type's entries can be dropped)."""
+        """The cache key of one query."""
         return resource_type.encode() + b"\x00" + kind.encode() + bson.encode(dict(spec))
 
     async def cached(

@@ -7,7 +7,7 @@ they expire; a second rotation retires the oldest. A running server re-reads the
 every `refresh_seconds` and whenever it meets an unknown `kid`.
 
 The private keys are stored in the database as JWKs sealed with the PHI record cipher
-(AuthStore; docs/phi.md): a database dump holds only the public halves.
+(AuthStore; docs/phi.md): a database dump holds no key that can sign a token.
 """
 
 from __future__ import annotations

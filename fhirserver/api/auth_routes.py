@@ -14,7 +14,7 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from fhirserver.api import auth_pages
-from fhirserver.auth.patients import PatientChoice, get_patient, pickable, search_patients
+from fhirserver.auth.patients import get_patient, pickable, search_patients
 from fhirserver.auth.server import AuthResponse
 from fhirserver.auth.service import (
     BROWSER_COOKIE,
@@ -241,7 +241,8 @@ async def picker(request: Request, req: str = "", q: str = "") -> Response:
     result = await run_in_threadpool(auth.picker, req, browser, session)
     if result.page == "picker":
         result.data["q"] = q[:100]
-        result.data["patients"] = await _pickable_patients(request, req, q[:100])
+        allowed = await _allowed_patients(request, req)
+        result.data["patients"] = await search_patients(_ctx(request).store, q[:100], allowed)
     return _render(auth, result)
 
 
@@ -251,10 +252,6 @@ async def _allowed_patients(request: Request, req: str) -> dict[str, Any] | None
     user = await run_in_threadpool(_auth(request).pending_user, req, browser, session)
     return await pickable(_ctx(request).store, user)
 
-
-async def _pickable_patients(request: Request, req: str, q: str) -> list[PatientChoice]:
-    allowed = await _allowed_patients(request, req)
-    return await search_patients(_ctx(request).store, q, allowed)
 
 
 @router.post("/picker", summary="pick a patient")

@@ -287,8 +287,7 @@ async def transaction(request: Request, ctx: Ctx) -> Response:
         return await run_search(ctx, rtype, params, strict_handling(request), policy)
 
     async def check_read(rtype: str, rid: str) -> None:
-        if policy is not None:
-            await policy.check_read(rtype, rid)
+        await _check_read(request, rtype, rid)
 
     processor = BundleProcessor(ctx.service, ctx.settings.base_url(), search, check_read)
     return fhir_response(await processor.process(body))

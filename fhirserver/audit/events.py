@@ -251,18 +251,18 @@ def rest_event(
     return event
 
 
-def login_event(ctx: Context, username: str) -> Doc:
-    """A user's login attempt at /auth/login (success or failure: `ctx.status`)."""
-    event = _base(
-        ctx,
-        _coding(DCM, "110114", "User Authentication"),
-        [_coding(DCM, "110122", "Login")],
-        "E",
-        None,
-    )
-    actor = Actor(user_id=username or "(empty)", display="browser")
+def _authentication_event(ctx: Context, subtype: Doc, actor: Actor) -> Doc:
+    """A DCM 110114 User Authentication event of `actor` (entities left to the caller)."""
+    event = _base(ctx, _coding(DCM, "110114", "User Authentication"), [subtype], "E", None)
     event["agent"] = _agents(ctx, actor)
     event["source"] = _source(ctx)
+    return event
+
+
+def login_event(ctx: Context, username: str) -> Doc:
+    """A user's login attempt at /auth/login (success or failure: `ctx.status`)."""
+    actor = Actor(user_id=username or "(empty)", display="browser")
+    event = _authentication_event(ctx, _coding(DCM, "110122", "Login"), actor)
     event["entity"] = [_request_entity(ctx.request_id)]
     return event
 
@@ -276,15 +276,7 @@ def token_event(
 ) -> Doc:
     """A token request at /auth/token (IHE IUA ITI-71 Get Access Token). `actor.jti` is
     the issued access token's id; the token itself is never recorded."""
-    event = _base(
-        ctx,
-        _coding(DCM, "110114", "User Authentication"),
-        [_coding(IHE_EVENT, "ITI-71", "Get Access Token")],
-        "E",
-        None,
-    )
-    event["agent"] = _agents(ctx, actor)
-    event["source"] = _source(ctx)
+    event = _authentication_event(ctx, _coding(IHE_EVENT, "ITI-71", "Get Access Token"), actor)
     entities = [_request_entity(ctx.request_id)]
     details = [
         {"type": name, "valueString": value}

@@ -674,11 +674,10 @@ class _Parser:
         if sp is None:
             self.unsupported(f"Unknown search parameter '{base}' for {self.rt}: ignored")
             return
-        blinded = self.blind is not None and self.blind.covers(self.rt, sp.name)
-        fld = f"idx.{sp.name}"
-        if blinded:
-            assert self.blind is not None
-            fld = f"idx.{self.blind.field(self.rt, sp.name)}"
+        blind = self.blind  # this parameter's values are PHI: searched by blind-index tokens
+        if blind is not None and not blind.covers(self.rt, sp.name):
+            blind = None
+        fld = f"idx.{blind.field(self.rt, sp.name) if blind is not None else sp.name}"
         if modifier == "missing":
             self.conds.append(_missing(base, fld, value))
             self.keep(key, value.lower())
@@ -699,14 +698,13 @@ class _Parser:
                 return
         values = _split(value, ",")
         cond: dict[str, Any] | None
-        if blinded:
-            assert self.blind is not None
+        if blind is not None:
             if sp.type == "string":
-                cond = _blind_string(self.blind, self.rt, base, values, modifier or None)
+                cond = _blind_string(blind, self.rt, base, values, modifier or None)
             elif sp.type == "token":
-                cond = _blind_token(self.blind, self.rt, base, values, modifier or None)
+                cond = _blind_token(blind, self.rt, base, values, modifier or None)
             else:
-                cond = _blind_date(self.blind, self.rt, base, values)
+                cond = _blind_date(blind, self.rt, base, values)
         elif sp.type == "token":
             cond = _token(fld, base, values, modifier or None)
         elif sp.type == "string":

@@ -200,13 +200,7 @@ class Finder:
         window = Interval(max(c.start, now), c.end)
         if window.end <= window.start:
             return []
-        role_ids = {
-            r.split("/")[1]
-            for s in schedules
-            for r in _refs(s)
-            if r.startswith("PractitionerRole/")
-        }
-        roles = await self.repo.by_ids("PractitionerRole", role_ids)
+        roles = await self._roles_of(schedules)
         loc_ids = {i for s in schedules for i in schedule_locations(s)}
         locations = await self.repo.locations_with_ancestors(loc_ids)
         slots = await self.repo.explicit_slots(
@@ -242,10 +236,18 @@ class Finder:
         schedule = (await self.repo.by_ids("Schedule", {schedule_id})).get(schedule_id)
         if schedule is None:
             return False
-        role_ids = {r.split("/")[1] for r in _refs(schedule) if r.startswith("PractitionerRole/")}
-        roles = await self.repo.by_ids("PractitionerRole", role_ids) if role_ids else {}
-        actors = claimed_actors(schedule, roles)
+        actors = claimed_actors(schedule, await self._roles_of([schedule]))
         return bool(actors) and bool(await self.busy(list(actors), window))
+
+    async def _roles_of(self, schedules: list[Json]) -> dict[str, Json]:
+        """The PractitionerRoles the schedules name, by id (they claim their practitioner)."""
+        role_ids = {
+            r.split("/")[1]
+            for s in schedules
+            for r in _refs(s)
+            if r.startswith("PractitionerRole/")
+        }
+        return await self.repo.by_ids("PractitionerRole", role_ids)
 
     async def _established(self, patient_id: str | None) -> set[str]:
         if not patient_id:

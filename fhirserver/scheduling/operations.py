@@ -328,11 +328,7 @@ class SchedulingOperations:
         appt_id = first(values, "appointment-id")
         if resource is None and appt_id is None:
             raise BadRequest("give appointment (a proposed Appointment) or appointment-id")
-        slot_id = appt_id
-        if resource is not None:
-            slot_id = next(
-                (str(s.get("reference", "")).split("/")[-1] for s in resource.get("slot", [])), None
-            ) or resource.get("id")
+        slot_id = _offer_key(values)
         parsed = parse_generated_slot_id(slot_id) if isinstance(slot_id, str) else None
         if parsed is None:
             raise Unprocessable("the appointment does not name a bookable slot from $find")

@@ -73,7 +73,6 @@ class AuditLog:
         # (seq, hash, stored) after our last append: the head document is then only read
         # again when another process has moved it.
         self._head: tuple[int, str, bool] | None = None
-        self._next_head: tuple[int, str, bool] | None = None
 
     def _prepare(self, events: Sequence[Mapping[str, Any]]) -> tuple[list[Doc], list[bytes]]:
         """The documents to insert (chain fields still unset) and each one's plaintext."""
@@ -132,7 +131,6 @@ class AuditLog:
                 )
                 if moved.matched_count != 1:
                     raise _StaleHead
-            self._next_head = (seq, prev, True)
             return [int(d["seq"]) for d in docs]
 
         last: Exception | None = None
@@ -151,7 +149,7 @@ class AuditLog:
             except BaseException:
                 self._head = None  # unknown outcome: read the head again next time
                 raise
-            self._head = self._next_head
+            self._head = (seqs[-1], str(docs[-1]["hash"]), True)
             return seqs
         raise AuditAppendError(f"could not claim the chain head: {last}")
 

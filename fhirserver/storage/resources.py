@@ -9,7 +9,7 @@ Bundle, a booking and its claims, and the outbox event commit together or not at
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -238,12 +238,24 @@ class ResourceStore:
                 cursor = cursor.limit(limit)
             return self._open_docs(resource_type, [d async for d in cursor])
 
+        spec = {"q": query, "s": sort or [], "l": limit, "p": proj}
+        docs: list[Doc] = await self._cached(resource_type, "find", spec, run, docs_size, session)
+        return [dict(d) for d in docs]  # callers may change their copies
+
+    async def _cached(
+        self,
+        resource_type: str,
+        kind: str,
+        spec: Mapping[str, Any],
+        run: Callable[[], Awaitable[Any]],
+        size_of: Callable[[Any], int],
+        session: AsyncClientSession | None = None,
+    ) -> Any:
+        """`run()`'s answer, through the query cache when there is one and no transaction."""
         if self.cache is None or session is not None:
             return await run()
-        spec = {"q": query, "s": sort or [], "l": limit, "p": proj}
-        key = self.cache.key(resource_type, "find", spec)
-        docs: list[Doc] = await self.cache.cached(resource_type, key, run, docs_size)
-        return [dict(d) for d in docs]  # callers may change their copies
+        key = self.cache.key(resource_type, kind, spec)
+        return await self.cache.cached(resource_type, key, run, size_of)
 
     async def count(self, resource_type: str, query: Mapping[str, Any]) -> int:
         """How many current resources of a type match a filter."""
@@ -251,10 +263,7 @@ class ResourceStore:
         async def run() -> int:
             return await self.db[resource_type].count_documents(query)
 
-        if self.cache is None:
-            return await run()
-        key = self.cache.key(resource_type, "count", {"q": query})
-        found: int = await self.cache.cached(resource_type, key, run, lambda _: 16)
+        found: int = await self._cached(resource_type, "count", {"q": query}, run, lambda _: 16)
         return found
 
     async def ids(self, resource_type: str, query: Mapping[str, Any], limit: int) -> list[str]:
@@ -264,11 +273,9 @@ class ResourceStore:
             cursor = self.db[resource_type].find(query, {"_id": 1}).limit(limit)
             return [d["_id"] async for d in cursor]
 
-        if self.cache is None:
-            return await run()
-        key = self.cache.key(resource_type, "ids", {"q": query, "l": limit})
-        found: list[str] = await self.cache.cached(
-            resource_type, key, run, lambda v: 64 * len(v)
+        spec = {"q": query, "l": limit}
+        found: list[str] = await self._cached(
+            resource_type, "ids", spec, run, lambda v: 64 * len(v)
         )
         return list(found)
 

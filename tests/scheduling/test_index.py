@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
 import pytest
 
 from fhirserver.config import Settings
@@ -230,6 +231,45 @@ async def test_index_equals_engine_on_random_data(ctx: AppContext) -> None:
     await assert_same(ctx, rng, info["locs"], 25)
     stats = ctx.availability.index.stats()
     assert stats.schedules == 12 and stats.offers > 0
+
+
+async def test_repeated_criteria_follow_changed_facts(ctx: AppContext) -> None:
+    """The index keeps each criteria's masks between queries: a moved Location, a changed
+    specialty or a deactivated Schedule must change the answer to the very same question."""
+    rng = random.Random(11)
+    info = await random_system(ctx, rng, n=6)
+    finder, svc = ctx.scheduling.finder, ctx.service
+    lid, lat, lng = info["locs"][0]
+    now = ctx.clock.now()
+    near = FindCriteria(start=now, end=now + timedelta(days=14), count=60,
+                        near=(lat, lng, 50.0))
+    spec = FindCriteria(start=now, end=now + timedelta(days=14), count=60,
+                        specialties=[SPECS[1]])
+
+    async def same(c: FindCriteria) -> list[tuple[Any, ...]]:
+        fast = await finder.proposals(c, now, c.count)
+        slow = await finder.naive_proposals(c, now, c.count)
+        assert [key(p) for p in fast] == [key(p) for p in slow], c
+        return [key(p) for p in fast]
+
+    before_near, before_spec = await same(near), await same(spec)
+    assert before_near
+    assert await same(near) == before_near  # answered from the kept masks
+    loc = orjson.loads((await svc.read("Location", lid)).raw)
+    loc["position"] = {"latitude": lat + 10, "longitude": lng}  # ~1100 km away
+    await svc.update("Location", lid, loc)
+    assert await same(near) == []
+    for i in range(6):
+        role = orjson.loads((await svc.read("PractitionerRole", f"R{i}")).raw)
+        role["specialty"] = [{"coding": [{"system": SNOMED, "code": SPECS[1]}]}]
+        await svc.update("PractitionerRole", f"R{i}", role)
+    after_spec = await same(spec)
+    assert after_spec and after_spec != before_spec
+    for i in range(6):
+        sched = orjson.loads((await svc.read("Schedule", f"S{i}")).raw)
+        sched["active"] = False
+        await svc.update("Schedule", f"S{i}", sched)
+    assert await same(spec) == []
 
 
 async def first_offer(ctx: AppContext, sid: str) -> Proposal | None:

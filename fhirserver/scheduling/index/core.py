@@ -96,6 +96,7 @@ class _Entry:
     irregular: bool = False
     json: Json | None = None  # kept for irregular schedules (the engine needs it)
     slots: list[Json] = field(default_factory=list)
+    offer_locs: frozenset[int] = frozenset()  # location (table index, 0: none) of its offers
 
 
 @dataclass
@@ -112,6 +113,22 @@ class _Day:
 
     def nbytes(self) -> int:
         return int(self.start.nbytes + self.sched.nbytes + self.visit.nbytes + self.loc.nbytes)
+
+
+@dataclass(frozen=True)
+class _Masks:
+    """What a query's criteria select, before the window and the busy bytes: by Schedule
+    row, by visit type and by location (None: no location criterion)."""
+
+    sched_ok: Bool
+    visit_ok: Bool
+    allowed: set[str] | None
+    loc_ok: Bool | None
+    sched_loc_ok: Bool | None
+
+
+# Criteria masks kept between queries: most $find traffic repeats a few criteria.
+_MASKS_KEPT = 512
 
 
 @dataclass(frozen=True)
@@ -167,11 +184,14 @@ class AvailabilityIndex:
         self.irregular: set[int] = set()
         self.roles_by_spec: dict[str, set[str]] = defaultdict(set)
         self.build_seconds = 0.0
+        # Criteria masks by criteria; any change of the facts they read clears them.
+        self._masks: dict[tuple[Any, ...], _Masks] = {}
 
     # ---- facts: roles, practitioners, locations -----------------------------
 
     def set_role(self, role_id: str, role: Json | None) -> None:
         """Record (or forget) a PractitionerRole."""
+        self._masks.clear()
         old = self.roles.pop(role_id, None)
         if old is not None:
             for code in old.specialties:
@@ -189,6 +209,7 @@ class AvailabilityIndex:
 
     def set_practitioner(self, pid: str, prac: Json | None) -> None:
         """Record (or forget) a Practitioner's languages."""
+        self._masks.clear()
         if prac is None:
             self.langs.pop(pid, None)
         else:
@@ -196,6 +217,7 @@ class AvailabilityIndex:
 
     def set_location(self, loc_id: str, loc: Json | None) -> None:
         """Record (or forget) a Location (position, zone, hours, partOf)."""
+        self._masks.clear()
         old = self.locations.pop(loc_id, None)
         if old is not None:
             parent = ref_id(old.get("partOf"))
@@ -278,6 +300,7 @@ class AvailabilityIndex:
     def _install(self, sid: str, schedule: Json | None, slots: Sequence[Json]
                  ) -> tuple[int, Expansion | None]:
         """Record a Schedule's facts (its old offers removed); returns its new offers."""
+        self._masks.clear()
         ix = self.sched_ix.get(sid)
         if ix is None:
             if schedule is None:
@@ -340,6 +363,8 @@ class AvailabilityIndex:
             entry.irregular = True
             entry.json = schedule
             self.irregular.add(ix)
+        else:
+            entry.offer_locs = frozenset(np.unique(exp.loc).tolist())
         return ix, exp
 
     def _link(self, ix: int) -> None:
@@ -566,6 +591,48 @@ class AvailabilityIndex:
             ok &= self._members(count, {i for p in pracs for i in self.by_prac.get(p, ())})
         return ok
 
+    def _criteria_masks(self, c: FindCriteria, established: set[str]) -> _Masks:
+        """The masks `c` selects, from the cache while the facts they read are unchanged.
+
+        They read Schedules, roles, languages and Locations (each change clears the
+        cache), never claims; the patient's established providers only matter to
+        accepting-new-patients."""
+        key = (tuple(c.visit_types), tuple(c.practitioners), tuple(c.languages),
+               tuple(c.specialties), tuple(c.organizations), c.accepting_new_patients,
+               tuple(c.coverage), tuple(c.locations), c.near,
+               frozenset(established) if c.accepting_new_patients else None)
+        masks = self._masks.get(key)
+        if masks is None:
+            if len(self._masks) >= _MASKS_KEPT:
+                self._masks.clear()
+            masks = self._masks[key] = self._compute_masks(c, established)
+        return masks
+
+    def _compute_masks(self, c: FindCriteria, established: set[str]) -> _Masks:
+        count = len(self.entries)
+        visit_ok = np.ones(len(self.tables.visits) + 1, np.bool_)
+        if c.visit_types:
+            visit_ok[:] = False
+            for code in c.visit_types:
+                if code in self.tables.visit_ix:
+                    visit_ok[self.tables.visit_ix[code]] = True
+        allowed = self._locations(c)
+        loc_ok: Bool | None = None
+        sched_loc_ok: Bool | None = None
+        if allowed is not None:
+            loc_ok = np.array([lid is not None and lid in allowed for lid in self.tables.locs],
+                              np.bool_)
+            sched_loc_ok = self._members(count, {i for a in allowed
+                                                 for i in self.by_loc_actor.get(a, ())})
+        sched_ok = self._schedule_mask(c, established)
+        if loc_ok is not None and sched_loc_ok is not None:
+            # Schedules none of whose offers can pass the location test are dropped here,
+            # so a scan never looks at their offers (irregular ones are tested apart).
+            sched_ok &= np.array(
+                [e.irregular or any(loc_ok[x] if x else sched_loc_ok[i] for x in e.offer_locs)
+                 for i, e in enumerate(self.entries)], np.bool_)
+        return _Masks(sched_ok, visit_ok, allowed, loc_ok, sched_loc_ok)
+
     def _ref_practitioner(self, ref: str) -> str | None:
         rtype, _, rid = ref.partition("/")
         if rtype == "Practitioner":
@@ -590,25 +657,13 @@ class AvailabilityIndex:
             return None
         self.expire(now)
         count = len(self.entries)
-        sched_ok = self._schedule_mask(c, established)
+        masks = self._criteria_masks(c, established)
+        sched_ok = masks.sched_ok.copy()
         if only is not None:
             keep = np.zeros(count, np.bool_)
             keep[[self.sched_ix[s] for s in only if s in self.sched_ix]] = True
             sched_ok &= keep
-        visit_ok = np.ones(len(self.tables.visits) + 1, np.bool_)
-        if c.visit_types:
-            visit_ok[:] = False
-            for code in c.visit_types:
-                if code in self.tables.visit_ix:
-                    visit_ok[self.tables.visit_ix[code]] = True
-        allowed = self._locations(c)
-        loc_ok: Bool | None = None
-        sched_loc_ok: Bool | None = None
-        if allowed is not None:
-            loc_ok = np.array([lid is not None and lid in allowed for lid in self.tables.locs],
-                              np.bool_)
-            sched_loc_ok = self._members(count, {i for a in allowed
-                                                 for i in self.by_loc_actor.get(a, ())})
+        allowed = masks.allowed
         mine = np.zeros(count, np.bool_)
         if established:
             for i, e in enumerate(self.entries):
@@ -619,7 +674,8 @@ class AvailabilityIndex:
         lo = math.ceil(wlo.timestamp()) - self.base
         hi = math.floor(whi.timestamp()) - self.base
         now_s = math.floor(now.timestamp()) - self.base
-        q = _Query(self, sched_ok, visit_ok, loc_ok, sched_loc_ok, lo, hi, now_s)
+        q = _Query(self, sched_ok, masks.visit_ok, masks.loc_ok, masks.sched_loc_ok, lo, hi,
+                   now_s)
         found: list[tuple[bool, int, int, int, int]] = []
         if mine[sched_ok].any():
             found += [(False, *f) for f in q.scan(sched_ok & mine, limit, early=False)]
@@ -752,14 +808,17 @@ class _Query:
 
     def _chunk(self, day: _Day, a: int, b: int, sched_ok: Bool) -> tuple[npt.NDArray[Any], ...]:
         ix = self.ix
-        s = day.start[a:b]
         sc = day.sched[a:b]
-        v = day.visit[a:b]
-        loc = day.loc[a:b]
-        m = sched_ok[sc] & self.visit_ok[v]
+        # The Schedule criterion first: it is the most selective, and the only one that
+        # looks at every offer of the chunk (the rest look at its survivors).
+        sel = np.flatnonzero(sched_ok[sc])
+        if sel.size == 0:
+            return (sel,)
+        s, sc, v, loc = day.start[a:b][sel], sc[sel], day.visit[a:b][sel], day.loc[a:b][sel]
+        keep = self.visit_ok[v]
         if self.loc_ok is not None and self.sched_loc_ok is not None:
-            m &= np.where(loc == 0, self.sched_loc_ok[sc], self.loc_ok[loc])
-        sel = np.flatnonzero(m)
+            keep &= np.where(loc == 0, self.sched_loc_ok[sc], self.loc_ok[loc])
+        sel = np.flatnonzero(keep)
         if sel.size == 0:
             return (sel,)
         s, sc, v, loc = s[sel], sc[sel], v[sel], loc[sel]
@@ -780,7 +839,8 @@ class _Query:
         width = int((ghi - glo).max())
         cols = glo[:, None] + np.arange(width)[None, :]
         valid = (cols < ghi[:, None]) & (cols >= 0) & (cols < ix.n)
-        cols = np.clip(cols, 0, ix.n - 1)
+        np.minimum(cols, ix.n - 1, out=cols)  # (np.clip costs several times more)
+        np.maximum(cols, 0, out=cols)
         rows = ix.rows[sc]
         hit = np.zeros(s.size, np.bool_)
         for col in range(rows.shape[1]):

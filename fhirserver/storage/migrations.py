@@ -1,7 +1,9 @@
 """Ordered, idempotent index/collection migrations from migrations/*.json.
 
-Each file declares indexes; applying one twice is harmless (create_index is idempotent)
-and each applied file is recorded in `_migrations`. Run on start and by `fhirserver migrate`.
+Each file declares indexes to drop (`drop_indexes`: collection and index name; a missing
+one is skipped) and indexes to create (`indexes`, `search_indexes`), in that order, so an
+index can be recreated with other options. Applying a file twice is harmless and each
+applied file is recorded in `_migrations`. Run on start and by `fhirserver migrate`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 import orjson
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import OperationFailure
 
 from fhirserver.fhir.searchparams import get_param
 from fhirserver.paths import project_dir
@@ -19,6 +22,8 @@ from fhirserver.paths import project_dir
 log = logging.getLogger(__name__)
 
 Doc = dict[str, Any]
+
+INDEX_NOT_FOUND = 27
 
 # Which subfield of an idx value a search on that parameter type filters on.
 _SEARCH_FIELD = {
@@ -62,6 +67,14 @@ def migration_files(directory: Path | None = None) -> list[Path]:
     return sorted((directory or project_dir("migrations")).glob("[0-9][0-9][0-9][0-9]_*.json"))
 
 
+async def _drop_index(db: AsyncDatabase[Doc], collection: str, name: str) -> None:
+    try:
+        await db[collection].drop_index(name)
+    except OperationFailure as exc:
+        if exc.code != INDEX_NOT_FOUND and "not found" not in str(exc).lower():
+            raise
+
+
 async def apply_migrations(db: AsyncDatabase[Doc], directory: Path | None = None) -> list[str]:
     """Apply every migration not yet recorded; returns the names applied now."""
     applied: list[str] = []
@@ -71,6 +84,8 @@ async def apply_migrations(db: AsyncDatabase[Doc], directory: Path | None = None
         if name in done:
             continue
         migration = orjson.loads(path.read_bytes())
+        for drop in migration.get("drop_indexes", []):
+            await _drop_index(db, drop["collection"], drop["name"])
         for collection, keys, options in _index_specs(migration):
             await db[collection].create_index(keys, **options)
         await db["_migrations"].update_one(

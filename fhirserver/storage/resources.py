@@ -22,11 +22,13 @@ from pymongo.errors import DuplicateKeyError
 
 from fhirserver.fhir.errors import Conflict, Gone, NotFound, PreconditionFailed
 from fhirserver.phi.cipher import PHI_TYPES, SEALED_TYPES
+from fhirserver.storage.plan import split
 from fhirserver.storage.query_cache import docs_size
 
 if TYPE_CHECKING:  # the codec is handed in (its blind index knows fhir/ search params)
     from fhirserver.phi.codec import PhiCodec
-    from fhirserver.storage.query_cache import QueryCache
+    from fhirserver.storage.plan import split
+from fhirserver.storage.query_cache import QueryCache
 
 Doc = dict[str, Any]
 Indexer = Callable[[Mapping[str, Any]], tuple[dict[str, list[Any]], dict[str, str]]]
@@ -230,15 +232,27 @@ class ResourceStore:
         if proj.get("raw") and "v" not in proj and resource_type in SEALED_TYPES:
             proj = {**proj, "v": 1}  # the version is part of a sealed record's context
 
+        planned = split(query)
+
         async def run() -> list[Doc]:
-            cursor = self.db[resource_type].find(query, proj, session=session)
+            coll = self.db[resource_type]
+            if planned.needs_stages:
+                pipeline = planned.stages()
+                if sort:
+                    pipeline.append({"$sort": dict(sort)})
+                if limit:
+                    pipeline.append({"$limit": limit})
+                pipeline.append({"$project": dict(proj)})
+                found = [d async for d in await coll.aggregate(pipeline, session=session)]
+                return self._open_docs(resource_type, found)
+            cursor = coll.find(planned.whole(), proj, session=session)
             if sort:
                 cursor = cursor.sort(sort)
             if limit:
                 cursor = cursor.limit(limit)
             return self._open_docs(resource_type, [d async for d in cursor])
 
-        spec = {"q": query, "s": sort or [], "l": limit, "p": proj}
+        spec = {"q": planned.whole(), "s": sort or [], "l": limit, "p": proj}
         docs: list[Doc] = await self._cached(resource_type, "find", spec, run, docs_size, session)
         return [dict(d) for d in docs]  # callers may change their copies
 
@@ -260,20 +274,34 @@ class ResourceStore:
     async def count(self, resource_type: str, query: Mapping[str, Any]) -> int:
         """How many current resources of a type match a filter."""
 
-        async def run() -> int:
-            return await self.db[resource_type].count_documents(query)
+        planned = split(query)
 
-        found: int = await self._cached(resource_type, "count", {"q": query}, run, lambda _: 16)
+        async def run() -> int:
+            coll = self.db[resource_type]
+            if not planned.needs_stages:
+                return await coll.count_documents(planned.whole())
+            pipeline = [*planned.stages(), {"$count": "n"}]
+            counted = [d async for d in await coll.aggregate(pipeline)]
+            return int(counted[0]["n"]) if counted else 0
+
+        spec = {"q": planned.whole()}
+        found: int = await self._cached(resource_type, "count", spec, run, lambda _: 16)
         return found
 
     async def ids(self, resource_type: str, query: Mapping[str, Any], limit: int) -> list[str]:
         """Ids of matching resources (for chained search), at most `limit`."""
 
+        planned = split(query)
+
         async def run() -> list[str]:
-            cursor = self.db[resource_type].find(query, {"_id": 1}).limit(limit)
+            coll = self.db[resource_type]
+            if planned.needs_stages:
+                pipeline = [*planned.stages(), {"$limit": limit}, {"$project": {"_id": 1}}]
+                return [d["_id"] async for d in await coll.aggregate(pipeline)]
+            cursor = coll.find(planned.whole(), {"_id": 1}).limit(limit)
             return [d["_id"] async for d in cursor]
 
-        spec = {"q": query, "l": limit}
+        spec = {"q": planned.whole(), "l": limit}
         found: list[str] = await self._cached(
             resource_type, "ids", spec, run, lambda v: 64 * len(v)
         )

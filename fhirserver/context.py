@@ -117,7 +117,7 @@ class AppContext:
         # The access policy sees every write first (REST, transaction entries, $hold, $book).
         service.add_write_hook(check_write_hook)
         # Every Appointment write passes the claims guard inside its own transaction.
-        guard = BookingGuard(store, claims, clock, granule_minutes=granule)
+        guard = BookingGuard(store, claims, clock, mongo, granule_minutes=granule)
         service.add_write_hook(guard.on_write)
         # Rules, free Slots and visit durations are checked against operating hours (422).
         service.add_write_hook(RuleChecks(store).on_write)

@@ -7,12 +7,20 @@ before the transaction commits. Any overlap on any claimed resource is refused w
 (`SlotTaken`); the unique (r, g) index on claims makes that hold under any concurrency.
 
 How a collision behaves (mongod and SecantusDB alike): a duplicate key inside a
-transaction aborts the whole transaction, so the guard never relies on catching one and
-continuing. It first reads the claims on the granules it wants (its snapshot), deletes the
-dead holds among them, refuses on a live one, and only then inserts. A racer that commits
-first makes our insert fail with a WriteConflict (TransientTransactionError): PyMongo's
-`with_transaction` reruns the whole write, whose fresh snapshot then sees the winner's
-claims and answers 409. A duplicate key that still gets through becomes the same 409.
+transaction aborts the whole transaction, so the guard never catches one and continues.
+
+- **First run: insert.** The claims are inserted without reading first. Free time (the
+  common case) costs one statement; the unique (r, g) index decides as always.
+- **On a duplicate key: run again, reading first.** The insert hit a claim, live or a dead
+  hold. The guard asks `Mongo.transaction` to run the whole write again
+  (`RerunTransaction`, remembered in `run_state`), and that run reads the claims on the
+  granules it wants (its snapshot), deletes the dead holds among them, refuses on a live
+  one with a 409 naming it, and only then inserts.
+
+A racer that commits first makes our insert fail with a WriteConflict
+(TransientTransactionError): PyMongo's `with_transaction` retries the write, whose fresh
+snapshot then collides on the winner's claims as above. A duplicate key in the reading run
+becomes the same 409.
 """
 
 from __future__ import annotations
@@ -45,9 +53,12 @@ from fhirserver.storage.claims import (
     aware,
     is_live,
 )
+from fhirserver.storage.mongo import Mongo, RerunTransaction
 from fhirserver.storage.resources import ResourceStore, format_instant
 
 Json = Mapping[str, Any]
+# Run state key: this transaction reads the claims in its way before inserting its own.
+_READ_FIRST = "booking-guard:read-first"
 
 
 class SlotTaken(Conflict):
@@ -121,10 +132,12 @@ class BookingGuard:
         store: ResourceStore,
         claims: ClaimsRepository,
         clock: Clock,
+        mongo: Mongo,
         *,
         granule_minutes: int = DEFAULT_GRANULE_MINUTES,
     ) -> None:
         granule_delta(granule_minutes)  # validates
+        self.mongo = mongo
         self.store = store
         self.claims = claims
         self.clock = clock
@@ -192,22 +205,29 @@ class BookingGuard:
         session: AsyncClientSession,
     ) -> None:
         step = granule_delta(self.granule_minutes)
-        resources = sorted({r for r, _ in missing})
-        lo = min(g for _, g in missing)
-        hi = max(g for _, g in missing) + step
-        found = await self.claims.on(resources, lo, hi, session, exclude_appointment=appt_id)
-        blockers = [c for c in found if (c["r"], aware(c["g"])) in missing]
-        live = [c for c in blockers if is_live(c, now)]
-        if live:
-            raise self._taken(appt_id, plan, live)
-        if blockers:
-            dead = [c["_id"] for c in blockers]
-            await self.claims.delete_dead_holds(resources, lo, hi, now, session, ids=dead)
+        run = self.mongo.run_state(session)
+        if run.get(_READ_FIRST):
+            resources = sorted({r for r, _ in missing})
+            lo = min(g for _, g in missing)
+            hi = max(g for _, g in missing) + step
+            found = await self.claims.on(resources, lo, hi, session, exclude_appointment=appt_id)
+            blockers = [c for c in found if (c["r"], aware(c["g"])) in missing]
+            live = [c for c in blockers if is_live(c, now)]
+            if live:
+                raise self._taken(appt_id, plan, live)
+            if blockers:
+                dead = [c["_id"] for c in blockers]
+                await self.claims.delete_dead_holds(resources, lo, hi, now, session, ids=dead)
         order = {a.reference: i for i, a in enumerate(plan.actors)}
         keys = sorted(missing, key=lambda k: (order.get(k[0], len(order)), k[1]))
         try:
             await self.claims.insert(appt_id, keys, plan.kind, exp, session)
         except ClaimTaken as exc:
+            if not run.get(_READ_FIRST):
+                # A claim is in the way, live or a dead hold: find out by reading, in a
+                # new transaction (this one is aborted).
+                run[_READ_FIRST] = True
+                raise RerunTransaction from None
             actor = actor_for(plan, exc.resource)
             start = aware(exc.granule) if exc.granule else plan.start
             raise SlotTaken(

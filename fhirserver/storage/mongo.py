@@ -15,6 +15,14 @@ from pymongo.write_concern import WriteConcern
 T = TypeVar("T")
 Doc = dict[str, Any]
 AfterCommit = Callable[[], Awaitable[None]]
+# How often one `Mongo.transaction` call runs its function again on RerunTransaction.
+_RERUNS = 2
+
+
+class RerunTransaction(Exception):
+    """Raised inside a transaction function: abort this transaction and run the function
+    again in a new one (at most twice). `Mongo.run_state` keeps what the first run wants
+    the next to know, e.g. that a write must read before it inserts after all."""
 
 
 @dataclass
@@ -34,15 +42,34 @@ class Mongo:
         )
         self.db: AsyncDatabase[Doc] = self.client[db_name]
         self._attempts: dict[int, _Attempt] = {}
+        self._runs: dict[int, dict[Any, Any]] = {}
 
     async def transaction(self, fn: Callable[[AsyncClientSession], Awaitable[T]]) -> T:
-        """Run `fn(session)` in one multi-document transaction, retried on transient errors,
-        then the callbacks registered with `after_commit` (only when it committed).
+        """Run `fn(session)` in one multi-document transaction, retried on transient errors
+        and run again on RerunTransaction, then the callbacks registered with
+        `after_commit` (only when it committed).
 
         Our own FhirErrors raised inside abort the transaction and propagate unchanged.
         """
+        runs: dict[Any, Any] = {}
+        for run in range(_RERUNS + 1):
+            try:
+                result, callbacks = await self._run(fn, runs)
+            except RerunTransaction:
+                if run == _RERUNS:
+                    raise
+                continue  # with_transaction aborted it; `runs` carries over
+            for callback in callbacks:
+                await callback()
+            return result
+        raise AssertionError("unreachable")
+
+    async def _run(
+        self, fn: Callable[[AsyncClientSession], Awaitable[T]], runs: dict[Any, Any]
+    ) -> tuple[T, list[AfterCommit]]:
         async with self.client.start_session() as session:
             key = id(session)
+            self._runs[key] = runs
 
             async def attempt(s: AsyncClientSession) -> T:
                 self._attempts[key] = _Attempt()  # a retried attempt starts over
@@ -54,12 +81,10 @@ class Mongo:
                     read_concern=ReadConcern("snapshot"),
                     write_concern=WriteConcern("majority"),
                 )
-                callbacks = self._attempts[key].callbacks
+                return result, self._attempts[key].callbacks
             finally:
                 self._attempts.pop(key, None)
-        for callback in callbacks:
-            await callback()
-        return result
+                self._runs.pop(key, None)
 
     def _attempt(self, session: AsyncClientSession) -> _Attempt:
         found = self._attempts.get(id(session))
@@ -70,6 +95,14 @@ class Mongo:
     def attempt_state(self, session: AsyncClientSession) -> dict[Any, Any]:
         """Scratch space of the running transaction attempt (cleared on retry)."""
         return self._attempt(session).state
+
+    def run_state(self, session: AsyncClientSession) -> dict[Any, Any]:
+        """Scratch space of the running `transaction` call: unlike `attempt_state` it
+        survives a RerunTransaction (and a transient-error retry)."""
+        found = self._runs.get(id(session))
+        if found is None:
+            raise RuntimeError("not inside Mongo.transaction")
+        return found
 
     def after_commit(self, session: AsyncClientSession, callback: AfterCommit) -> None:
         """Run `callback()` once the running transaction has committed (never if it aborts;

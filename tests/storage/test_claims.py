@@ -202,7 +202,7 @@ async def stack(embedded: EmbeddedServers, mongo_db: AsyncDatabase[Doc]) -> Asyn
     store = ResourceStore(mongo.db, full_indexer)
     service = FhirService(mongo, store)
     clock = SettableClock(NOW)
-    service.add_write_hook(BookingGuard(store, ClaimsRepository(mongo.db), clock).on_write)
+    service.add_write_hook(BookingGuard(store, ClaimsRepository(mongo.db), clock, mongo).on_write)
     yield Stack(service, clock, mongo.db)
     await mongo.close()
 

@@ -27,6 +27,7 @@ import orjson
 from pymongo.asynchronous.database import AsyncDatabase
 
 from fhirserver.phi.codec import PhiCodec
+from fhirserver.phi.rotation import record_if_sealed_under
 from fhirserver.scheduling.availability import generated_slot_id, render_local
 from fhirserver.scheduling.claims_policy import granules
 from fhirserver.scheduling.rules import RULE_URL
@@ -469,6 +470,9 @@ async def generate(db: AsyncDatabase[Doc], cfg: GenerateConfig, indexer: Indexer
                      f"{stats.resources.get('Appointment', 0)} appointments, "
                      f"{time.perf_counter() - started:.0f}s")
     await w.flush()
+    if phi is not None:
+        # Sealed as written: spare the first `serve` a pass over every record to find that.
+        await record_if_sealed_under(db, phi.cipher.active_kid)
     stats.seconds = time.perf_counter() - started
     await db["_meta"].update_one(
         {"_id": META_ID},

@@ -15,6 +15,7 @@ from fhirserver.context import AppContext, full_indexer
 from fhirserver.fhir.validation import validate_resource
 from fhirserver.generate import GenerateConfig, generate
 from fhirserver.phi.codec import PhiCodec
+from fhirserver.phi.rotation import sealed_under
 from fhirserver.scheduling.criteria import FindCriteria
 from fhirserver.scheduling.finder import proposed_appointment
 from fhirserver.storage.claims import find_overlaps
@@ -38,6 +39,8 @@ async def generated(embedded: EmbeddedServers) -> AsyncIterator[AppContext]:
     stats = await generate(db, cfg, full_indexer, phi=phi)
     assert stats.resources["Practitioner"] == 50 and stats.resources["Location"] == 50
     assert stats.claims > 0
+    # Everything is sealed as written, and recorded: `serve` does not pass over it again.
+    assert await sealed_under(db) == phi.cipher.active_kid
     again = await generate(db, cfg, full_indexer, phi=phi)
     assert again.reused
     ctx = await AppContext.start(settings)

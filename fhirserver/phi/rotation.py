@@ -199,11 +199,18 @@ async def reseal_all(
         await one.signing_keys()
         if progress:
             progress(f"pass {stats.passes}: {one.done} records re-sealed under {kid}")
-        if one.done == 0 and not await _remaining(db, kid):
-            await db[META].update_one({"_id": META_ID}, {"$set": {"sealed_under": kid}},
-                                      upsert=True)
+        if one.done == 0 and await record_if_sealed_under(db, kid):
             return stats
     raise RuntimeError(f"records kept changing under other keys after {max_passes} passes")
+
+
+async def record_if_sealed_under(db: AsyncDatabase[Doc], kid: str) -> bool:
+    """When a count finds every PHI record sealed under `kid`, record it (`sealed_under`),
+    so that `serve` does not pass over them all again on start; False when some are not."""
+    if await _remaining(db, kid):
+        return False
+    await db[META].update_one({"_id": META_ID}, {"$set": {"sealed_under": kid}}, upsert=True)
+    return True
 
 
 async def _remaining(db: AsyncDatabase[Doc], kid: str) -> int:

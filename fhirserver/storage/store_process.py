@@ -28,17 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-size", default="1G")
     args = parser.parse_args(argv)
 
-    from secantus import SecantusDBServer
+    from fhirserver.storage.embedded import secantus_server
 
-    server = SecantusDBServer(
-        host="127.0.0.1",
-        port=0,
-        storage_path=args.storage_path,
-        enable_test_commands=False,
-        cache_size=args.cache_size,
-        # fsync the journal at every commit: an acknowledged write survives a crash.
-        sync_on_commit=True,
-    )
+    server = secantus_server(args.storage_path, args.cache_size)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -63,7 +63,6 @@ def signing_key_context(kid: str) -> str:
     return f"auth_keys/{kid}"
 
 
-
 class RecordCipher:
     """Seals and opens blobs with the keyring's data keys (one cached AESGCM per kid)."""
 

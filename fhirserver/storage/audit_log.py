@@ -16,9 +16,8 @@ compare-and-set on its `seq`. A process remembers the head it last wrote; when a
 process has moved it since, the compare-and-set matches nothing (or the two transactions
 conflict on the head document, and the runner retries one) and the batch is chained again
 on the head read afresh. The unique index on `seq` is a second guard (a duplicate is
-retried the same way). A trail written before the head
-document existed gets one from a scan of the collection on the first append. Nothing
-here updates or deletes a record.
+retried the same way). A trail written before the head document existed gets one from a
+scan of the collection on the first append. Nothing here updates or deletes a record.
 """
 
 from __future__ import annotations
@@ -153,17 +152,11 @@ class AuditLog:
             return seqs
         raise AuditAppendError(f"could not claim the chain head: {last}")
 
-    async def head(
-        self, *, after: int = 0, session: AsyncClientSession | None = None
-    ) -> tuple[int, str]:
+    async def head(self, *, session: AsyncClientSession | None = None) -> tuple[int, str]:
         """(seq, hash) of the newest record found by scanning the collection; (0, GENESIS)
-        when the trail is empty.
-
-        `after`: a `seq` known to exist, so only the records from it on are looked at.
-        """
+        when the trail is empty."""
         head = await self.coll.find_one(
-            {"seq": {"$gte": after}}, {"seq": 1, "hash": 1}, sort=[("seq", DESCENDING)],
-            session=session,
+            {}, {"seq": 1, "hash": 1}, sort=[("seq", DESCENDING)], session=session
         )
         return (int(head["seq"]), str(head["hash"])) if head else (0, GENESIS)
 

@@ -195,15 +195,15 @@ class ClaimsRepository:
         *,
         ids: Sequence[Any] | None = None,
     ) -> int:
-        """Delete expired holds on `resources` in [start, end) (optionally only these ids).
+        """Delete expired holds on `resources` in [start, end); with `ids`, only those of
+        these claims (which the caller found there) that are expired holds, without reading
+        the range again.
 
         Found through `on` (the index walk), then deleted by `_id` with the hold conditions
         repeated, inside the caller's transaction."""
-        wanted = None if ids is None else set(ids)
-        dead = [
+        dead = list(ids) if ids is not None else [
             c["_id"] for c in await self.on(resources, start, end, session)
             if c.get("k") == HOLD and c.get("exp") is not None and aware(c["exp"]) <= now
-            and (wanted is None or c["_id"] in wanted)
         ]
         if not dead:
             return 0

@@ -27,8 +27,10 @@ class RerunTransaction(Exception):
 
 @dataclass
 class _Attempt:
-    """What one transaction attempt collected for after its commit."""
+    """What one transaction attempt collected for after its commit; `run` is shared by
+    every attempt of one `Mongo.transaction` call."""
 
+    run: dict[Any, Any]
     state: dict[Any, Any] = field(default_factory=dict)
     callbacks: list[AfterCommit] = field(default_factory=list)
 
@@ -42,7 +44,6 @@ class Mongo:
         )
         self.db: AsyncDatabase[Doc] = self.client[db_name]
         self._attempts: dict[int, _Attempt] = {}
-        self._runs: dict[int, dict[Any, Any]] = {}
 
     async def transaction(self, fn: Callable[[AsyncClientSession], Awaitable[T]]) -> T:
         """Run `fn(session)` in one multi-document transaction, retried on transient errors
@@ -52,27 +53,26 @@ class Mongo:
         Our own FhirErrors raised inside abort the transaction and propagate unchanged.
         """
         runs: dict[Any, Any] = {}
-        for run in range(_RERUNS + 1):
+        for _ in range(_RERUNS):
             try:
                 result, callbacks = await self._run(fn, runs)
+                break
             except RerunTransaction:
-                if run == _RERUNS:
-                    raise
                 continue  # with_transaction aborted it; `runs` carries over
-            for callback in callbacks:
-                await callback()
-            return result
-        raise AssertionError("unreachable")
+        else:
+            result, callbacks = await self._run(fn, runs)  # the last run: no more reruns
+        for callback in callbacks:
+            await callback()
+        return result
 
     async def _run(
         self, fn: Callable[[AsyncClientSession], Awaitable[T]], runs: dict[Any, Any]
     ) -> tuple[T, list[AfterCommit]]:
         async with self.client.start_session() as session:
             key = id(session)
-            self._runs[key] = runs
 
             async def attempt(s: AsyncClientSession) -> T:
-                self._attempts[key] = _Attempt()  # a retried attempt starts over
+                self._attempts[key] = _Attempt(runs)  # a retried attempt starts over
                 return await fn(s)
 
             try:
@@ -84,7 +84,6 @@ class Mongo:
                 return result, self._attempts[key].callbacks
             finally:
                 self._attempts.pop(key, None)
-                self._runs.pop(key, None)
 
     def _attempt(self, session: AsyncClientSession) -> _Attempt:
         found = self._attempts.get(id(session))
@@ -99,15 +98,30 @@ class Mongo:
     def run_state(self, session: AsyncClientSession) -> dict[Any, Any]:
         """Scratch space of the running `transaction` call: unlike `attempt_state` it
         survives a RerunTransaction (and a transient-error retry)."""
-        found = self._runs.get(id(session))
-        if found is None:
-            raise RuntimeError("not inside Mongo.transaction")
-        return found
+        return self._attempt(session).run
 
     def after_commit(self, session: AsyncClientSession, callback: AfterCommit) -> None:
         """Run `callback()` once the running transaction has committed (never if it aborts;
         a retried attempt drops what the failed one registered)."""
         self._attempt(session).callbacks.append(callback)
+
+    def deliver_after_commit(
+        self,
+        session: AsyncClientSession,
+        owner: object,
+        item: Any,
+        deliver: Callable[[list[Any]], Awaitable[None]],
+    ) -> None:
+        """Collect `item` for `owner` in the running attempt; once the transaction has
+        committed, `deliver(items)` runs once with everything `owner` collected in it (for
+        write hooks that act on a transaction's writes together)."""
+        state = self._attempt(session).state
+        items: list[Any] | None = state.get(owner)
+        if items is None:
+            collected: list[Any] = []
+            state[owner] = items = collected
+            self.after_commit(session, lambda: deliver(collected))
+        items.append(item)
 
     async def ping(self) -> bool:
         """True when the server answers."""

@@ -101,16 +101,19 @@ class QueryCache:
     async def cached(
         self,
         resource_type: str,
-        key: bytes,
+        kind: str,
+        spec: Mapping[str, Any],
         compute: Callable[[], Awaitable[Any]],
         size_of: Callable[[Any], int],
     ) -> Any:
-        """The answer under `key`, computed (and kept) when absent or stale."""
+        """The answer to one query (`kind` and `spec`: see `key`), computed (and kept) when
+        absent or stale."""
         if resource_type in UNCACHED:
             return await compute()
         generation = await self.generation(resource_type)
         if generation is None:
             return await compute()
+        key = self.key(resource_type, kind, spec)
         entry = self._entries.get(key)
         now = time.monotonic()
         if entry is not None and entry.generation == generation and entry.expires > now:
@@ -130,6 +133,9 @@ class QueryCache:
                 self._bytes -= self._entries.popitem(last=False)[1].size
         return value
 
+    async def _bump_written(self, resource_types: list[str]) -> None:
+        await self.bump(sorted(set(resource_types)))
+
     def write_hook(self, mongo: Mongo) -> Callable[..., Awaitable[None]]:
         """A FhirService write hook: bump the written types once the transaction commits."""
 
@@ -139,17 +145,7 @@ class QueryCache:
             new: Mapping[str, Any] | None,
             session: AsyncClientSession,
         ) -> None:
-            state = mongo.attempt_state(session)
-            touched: set[str] | None = state.get(self)
-            if touched is None:
-                touched = state[self] = set()
-                written = touched
-
-                async def bump() -> None:
-                    await self.bump(sorted(written))
-
-                mongo.after_commit(session, bump)
-            touched.add(resource_type)
+            mongo.deliver_after_commit(session, self, resource_type, self._bump_written)
 
         return on_write
 

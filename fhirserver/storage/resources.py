@@ -22,13 +22,11 @@ from pymongo.errors import DuplicateKeyError
 
 from fhirserver.fhir.errors import Conflict, Gone, NotFound, PreconditionFailed
 from fhirserver.phi.cipher import PHI_TYPES, SEALED_TYPES
-from fhirserver.storage.plan import split
-from fhirserver.storage.query_cache import docs_size
+from fhirserver.storage.plan import Split, split
+from fhirserver.storage.query_cache import QueryCache, docs_size
 
 if TYPE_CHECKING:  # the codec is handed in (its blind index knows fhir/ search params)
     from fhirserver.phi.codec import PhiCodec
-    from fhirserver.storage.plan import split
-from fhirserver.storage.query_cache import QueryCache
 
 Doc = dict[str, Any]
 Indexer = Callable[[Mapping[str, Any]], tuple[dict[str, list[Any]], dict[str, str]]]
@@ -235,26 +233,39 @@ class ResourceStore:
         planned = split(query)
 
         async def run() -> list[Doc]:
-            coll = self.db[resource_type]
-            if planned.needs_stages:
-                pipeline = planned.stages()
-                if sort:
-                    pipeline.append({"$sort": dict(sort)})
-                if limit:
-                    pipeline.append({"$limit": limit})
-                pipeline.append({"$project": dict(proj)})
-                found = [d async for d in await coll.aggregate(pipeline, session=session)]
-                return self._open_docs(resource_type, found)
-            cursor = coll.find(planned.whole(), proj, session=session)
-            if sort:
-                cursor = cursor.sort(sort)
-            if limit:
-                cursor = cursor.limit(limit)
-            return self._open_docs(resource_type, [d async for d in cursor])
+            found = await self._select(resource_type, planned, proj, sort, limit, session)
+            return self._open_docs(resource_type, found)
 
         spec = {"q": planned.whole(), "s": sort or [], "l": limit, "p": proj}
         docs: list[Doc] = await self._cached(resource_type, "find", spec, run, docs_size, session)
         return [dict(d) for d in docs]  # callers may change their copies
+
+    async def _select(
+        self,
+        resource_type: str,
+        planned: Split,
+        projection: Mapping[str, Any],
+        sort: list[tuple[str, int]] | None,
+        limit: int,
+        session: AsyncClientSession | None,
+    ) -> list[Doc]:
+        """The stored documents a planned filter selects: one `find`, or an aggregation
+        whose first stage rides an index (storage/plan.py)."""
+        coll = self.db[resource_type]
+        if planned.needs_stages:
+            pipeline = planned.stages()
+            if sort:
+                pipeline.append({"$sort": dict(sort)})
+            if limit:
+                pipeline.append({"$limit": limit})
+            pipeline.append({"$project": dict(projection)})
+            return [d async for d in await coll.aggregate(pipeline, session=session)]
+        cursor = coll.find(planned.whole(), projection, session=session)
+        if sort:
+            cursor = cursor.sort(sort)
+        if limit:
+            cursor = cursor.limit(limit)
+        return [d async for d in cursor]
 
     async def _cached(
         self,
@@ -268,12 +279,10 @@ class ResourceStore:
         """`run()`'s answer, through the query cache when there is one and no transaction."""
         if self.cache is None or session is not None:
             return await run()
-        key = self.cache.key(resource_type, kind, spec)
-        return await self.cache.cached(resource_type, key, run, size_of)
+        return await self.cache.cached(resource_type, kind, spec, run, size_of)
 
     async def count(self, resource_type: str, query: Mapping[str, Any]) -> int:
         """How many current resources of a type match a filter."""
-
         planned = split(query)
 
         async def run() -> int:
@@ -284,22 +293,18 @@ class ResourceStore:
             counted = [d async for d in await coll.aggregate(pipeline)]
             return int(counted[0]["n"]) if counted else 0
 
-        spec = {"q": planned.whole()}
-        found: int = await self._cached(resource_type, "count", spec, run, lambda _: 16)
+        found: int = await self._cached(
+            resource_type, "count", {"q": planned.whole()}, run, lambda _: 16
+        )
         return found
 
     async def ids(self, resource_type: str, query: Mapping[str, Any], limit: int) -> list[str]:
         """Ids of matching resources (for chained search), at most `limit`."""
-
         planned = split(query)
 
         async def run() -> list[str]:
-            coll = self.db[resource_type]
-            if planned.needs_stages:
-                pipeline = [*planned.stages(), {"$limit": limit}, {"$project": {"_id": 1}}]
-                return [d["_id"] async for d in await coll.aggregate(pipeline)]
-            cursor = coll.find(planned.whole(), {"_id": 1}).limit(limit)
-            return [d["_id"] async for d in cursor]
+            found = await self._select(resource_type, planned, {"_id": 1}, None, limit, None)
+            return [d["_id"] for d in found]
 
         spec = {"q": planned.whole(), "l": limit}
         found: list[str] = await self._cached(

@@ -39,14 +39,10 @@ class AuditServer:
         return self.base_url.rsplit("/fhir", 1)[0] + "/auth"
 
 
-def _settings(embedded: EmbeddedServers, db_name: str, **extra: Any) -> Settings:
-    return settings_on(embedded, db_name, **extra)
-
-
 @pytest.fixture(scope="session")
 def audit_server(embedded: EmbeddedServers) -> Iterator[AuditServer]:
     """Serve the app over real HTTP for the audit tests, with an OAuth client and users."""
-    settings = _settings(embedded, AUDIT_DB)
+    settings = settings_on(embedded, AUDIT_DB)
     with serve_in_thread(settings, SettableClock()) as srv:
         app = srv.config.app
         auth = app.state.ctx.auth

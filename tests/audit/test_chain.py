@@ -21,8 +21,8 @@ from fhirserver.phi.cipher import record_context
 from fhirserver.phi.codec import PhiCodec
 from fhirserver.storage.embedded import EmbeddedServers
 from tests.api.factories import patient
-from tests.audit.conftest import AUDIT_DB, AuditServer, _settings
-from tests.thread_server import serve_in_thread
+from tests.audit.conftest import AUDIT_DB, AuditServer
+from tests.thread_server import serve_in_thread, settings_on
 
 
 async def _new_patient(client: httpx.AsyncClient) -> str:
@@ -73,7 +73,7 @@ async def test_verify_command_on_the_embedded_store_detects_tampering(tmp_path: 
     store = EmbeddedServers(tmp_path, cache_size="128M")
     store.start()
     try:
-        settings = _settings(store, db, data_dir=tmp_path)
+        settings = settings_on(store, db, data_dir=tmp_path)
         with serve_in_thread(settings):
             async with httpx.AsyncClient(base_url=settings.base_url(), timeout=60) as c:
                 pid = await _new_patient(c)
@@ -118,7 +118,7 @@ async def test_verify_reports_a_sealed_blob_that_fails_authentication(
     embedded: EmbeddedServers,
 ) -> None:
     db = "audit_flipped"
-    settings = _settings(embedded, db)
+    settings = settings_on(embedded, db)
     with serve_in_thread(settings):
         async with httpx.AsyncClient(base_url=settings.base_url(), timeout=60) as c:
             pid = await _new_patient(c)
@@ -137,7 +137,7 @@ async def test_verify_reports_a_sealed_blob_that_fails_authentication(
 
 async def test_verify_detects_a_removed_record(embedded: EmbeddedServers) -> None:
     db = "audit_removed"
-    settings = _settings(embedded, db)
+    settings = settings_on(embedded, db)
     with serve_in_thread(settings):
         async with httpx.AsyncClient(base_url=settings.base_url(), timeout=60) as c:
             pid = await _new_patient(c)
@@ -156,7 +156,7 @@ async def test_two_busy_servers_keep_one_chain_and_removed_newest_records_are_ca
     """Two servers appending under load share one head (no append starves), and removing
     the newest records is caught against the head document."""
     db = "audit_truncated"
-    a, b = _settings(embedded, db), _settings(embedded, db)
+    a, b = settings_on(embedded, db), settings_on(embedded, db)
     with serve_in_thread(a), serve_in_thread(b):
         async with (
             httpx.AsyncClient(base_url=a.base_url(), timeout=120) as ca,

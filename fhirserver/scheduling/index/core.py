@@ -674,8 +674,7 @@ class AvailabilityIndex:
         lo = math.ceil(wlo.timestamp()) - self.base
         hi = math.floor(whi.timestamp()) - self.base
         now_s = math.floor(now.timestamp()) - self.base
-        q = _Query(self, sched_ok, masks.visit_ok, masks.loc_ok, masks.sched_loc_ok, lo, hi,
-                   now_s)
+        q = _Query(self, masks, lo, hi, now_s)
         found: list[tuple[bool, int, int, int, int]] = []
         if mine[sched_ok].any():
             found += [(False, *f) for f in q.scan(sched_ok & mine, limit, early=False)]
@@ -760,14 +759,12 @@ class AvailabilityIndex:
 class _Query:
     """One query's masks over the offers, scanned day by day in start order."""
 
-    def __init__(self, ix: AvailabilityIndex, sched_ok: Bool, visit_ok: Bool,
-                 loc_ok: Bool | None, sched_loc_ok: Bool | None, lo: int, hi: int,
+    def __init__(self, ix: AvailabilityIndex, masks: _Masks, lo: int, hi: int,
                  now: int) -> None:
         self.ix = ix
-        self.sched_ok = sched_ok
-        self.visit_ok = visit_ok
-        self.loc_ok = loc_ok
-        self.sched_loc_ok = sched_loc_ok
+        self.visit_ok = masks.visit_ok
+        self.loc_ok = masks.loc_ok
+        self.sched_loc_ok = masks.sched_loc_ok
         self.lo, self.hi, self.now = lo, hi, now
 
     def scan(self, sched_ok: Bool, limit: int, *, early: bool

@@ -95,17 +95,8 @@ class IndexService:
         """FhirService write hook: remember the change; apply it after the commit."""
         if resource_type not in TRACKED:
             return
-        state = self.mongo.attempt_state(session)
-        pending: list[tuple[str, Json | None, Json | None]] | None = state.get(self)
-        if pending is None:
-            pending = state[self] = []
-            changes = pending
-
-            async def flush() -> None:
-                await self.changed(changes)
-
-            self.mongo.after_commit(session, flush)
-        pending.append((resource_type, dict(old) if old else None, dict(new) if new else None))
+        change = (resource_type, dict(old) if old else None, dict(new) if new else None)
+        self.mongo.deliver_after_commit(session, self, change, self.changed)
 
     # ---- build ----------------------------------------------------------------
 

@@ -315,8 +315,8 @@ def main() -> int:
         if cfg.client_check:
             log("client capacity (load generator against a trivial responder)")
             payload["client_capacity"] = client_capacity(cfg, work)
-        all_names = [CEILING, "read", "search100", "search100_nototal", "search100_distinct",
-                     "create"]
+        all_names = [CEILING, "read", "read_slot", "search100", "search100_nototal",
+                     "search100_distinct", "create"]
         modes["in_process"] = run_mode(cfg, work, "in_process", all_names,
                                        profile_with_py_spy=profiler == "py-spy")
         if cfg.separate_store:

@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     # long a change made outside the API (keys rotate, a manual edit) can go unseen.
     query_cache_mb: int = 64
     query_cache_ttl_seconds: float = 30.0
+    # Plain creates that arrive together commit in one transaction (fhir/combiner.py).
+    combine_creates: bool = True
     # The embedded SecantusDB runs as a child process (its own GIL and core); true keeps it
     # in the server's process (bench/results/core.txt compares the two).
     embedded_store_in_process: bool = False

@@ -15,6 +15,7 @@ from fhirserver.access.current import check_write_hook
 from fhirserver.audit.writer import AuditWriter
 from fhirserver.auth.service import AuthService
 from fhirserver.config import Settings
+from fhirserver.fhir.combiner import CreateCombiner
 from fhirserver.fhir.indexing import extract_index
 from fhirserver.fhir.searching import Searcher, SearchLimits
 from fhirserver.fhir.searchparams import SEARCH_PARAMS
@@ -37,7 +38,12 @@ from fhirserver.storage.embedded import EmbeddedServers
 from fhirserver.storage.idempotency import IdempotencyStore
 from fhirserver.storage.migrations import apply_migrations
 from fhirserver.storage.mongo import Mongo
-from fhirserver.storage.query_cache import QueryCache
+from fhirserver.storage.query_cache import (
+    Generations,
+    LocalGenerations,
+    QueryCache,
+    RedisGenerations,
+)
 from fhirserver.storage.resources import ResourceStore
 
 log = logging.getLogger(__name__)
@@ -53,6 +59,15 @@ def full_indexer(resource: Any) -> tuple[dict[str, list[Any]], dict[str, str]]:
     for name in SEARCH_PARAMS.get(resource["resourceType"], {}):
         srt.setdefault(name, "")
     return idx, srt
+
+
+def generations_for(settings: Settings, redis: aioredis.Redis) -> Generations:
+    """Where the query cache's generation counters live (storage/query_cache.py): in this
+    process for the embedded store, whose only FhirService is this process's (a second
+    server on the data dir fails fast); in Redis, shared by a cluster, otherwise."""
+    if settings.mongodb_uri is None:
+        return LocalGenerations()
+    return RedisGenerations(redis, f"fhirserver:{settings.db_name}:query")
 
 
 @dataclass
@@ -108,7 +123,7 @@ class AppContext:
         service = FhirService(mongo, store)
         if settings.query_cache_mb > 0:
             store.cache = QueryCache(
-                redis, f"fhirserver:{settings.db_name}:query",
+                generations_for(settings, redis),
                 max_bytes=settings.query_cache_mb * 1024 * 1024,
                 ttl_seconds=settings.query_cache_ttl_seconds,
             )
@@ -160,6 +175,9 @@ class AppContext:
         )
         audit = AuditWriter(AuditLog(mongo, full_indexer, phi.cipher))
         audit.start()
+        if settings.combine_creates:
+            service.combiner = CreateCombiner(mongo, store, service.create_in)
+            service.combiner.start()
         ctx = cls(
             settings, mongo, redis, store, service, searcher, claims, scheduling, generated,
             publisher, clock, embedded, auth, availability, audit, phi,
@@ -190,6 +208,8 @@ class AppContext:
             self.seal_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.seal_task
+        if self.service.combiner is not None:
+            await self.service.combiner.stop()
         if self.audit is not None:
             await self.audit.stop()
         if self.availability is not None:

@@ -15,6 +15,7 @@ import orjson
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from fhirserver.access.current import current_policy
+from fhirserver.fhir.combiner import CreateCombiner
 from fhirserver.fhir.errors import (
     BadRequest,
     Conflict,
@@ -101,6 +102,8 @@ class FhirService:
         self.store = store
         self.max_conditional = max_conditional
         self.hooks: list[WriteHook] = []
+        # Group commit of plain creates (fhir/combiner.py); None: each in its own transaction.
+        self.combiner: CreateCombiner | None = None
 
     def add_write_hook(self, hook: WriteHook) -> None:
         """Call `hook(type, old, new, session)` inside every write's transaction."""
@@ -168,6 +171,9 @@ class FhirService:
         require_writable(resource_type)
         resource = validate_resource(body, resource_type)
         if if_none_exist is None:
+            if self.combiner is not None:
+                result: WriteResult = await self.combiner.create(resource)
+                return result
             return await self.mongo.transaction(lambda s: self.create_in(resource, s))
         key = conditional_key(resource_type, if_none_exist, self.store.blind)
         for _ in range(_CONDITIONAL_RETRIES):

@@ -6,15 +6,22 @@ ask the same searches again and again (a schedule's slots, a practitioner's day)
 answers are kept in process memory, keyed by the collection and the exact query (filter,
 sort, limit, projection; the access policy's filter is part of it).
 
-Freshness: every resource type has a generation counter in Redis. A write bumps its
-type's counter after its transaction commits and before its response is sent (FhirService
-write hook + `Mongo.after_commit`). A cached answer is used only while the counter still
-has the value read *before* the query ran, so:
+Reads by id go through it too (kind "read"): a Patient read is then one dictionary lookup
+instead of a store round trip.
 
-- an answer computed from a snapshot older than a commit was stored under a generation
-  that the commit's bump has already retired by the time the writer's client hears back;
-- every process of a cluster reads the same counters, so a write through one is never
-  hidden by another's cache.
+Freshness: every resource type has a generation counter. A write bumps its type's counter
+after its transaction commits and before its response is sent (FhirService write hook +
+`Mongo.deliver_after_commit`). A cached answer is used only while the counter still has
+the value read *before* the query ran, so an answer computed from a snapshot older than a
+commit was stored under a generation that the commit's bump has already retired by the
+time the writer's client hears back. Where the counters live:
+
+- `RedisGenerations` (a configured MongoDB): every process of a cluster reads the same
+  counters, so a write through one is never hidden by another's cache. Each lookup is a
+  Redis round trip.
+- `LocalGenerations` (the embedded store): only this process runs a FhirService on the
+  data dir (a second server fails fast, embedded.py), so the counters live in its memory
+  and a cache hit costs no round trip at all.
 
 Writes that bypass FhirService (the audit trail, `fhirserver keys rotate`, manual edits)
 are covered by not caching AuditEvent and by a short time-to-live on every entry.
@@ -28,7 +35,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import bson
 import redis.asyncio as aioredis
@@ -41,7 +48,8 @@ Doc = dict[str, Any]
 
 #: Types whose queries are never cached: written outside FhirService.
 UNCACHED = frozenset({"AuditEvent"})
-_DOC_OVERHEAD = 200  # bytes counted per cached document beside its raw JSON
+#: Bytes counted per cached document beside its raw JSON.
+DOC_OVERHEAD = 200
 
 
 @dataclass
@@ -52,26 +60,28 @@ class _Entry:
     size: int
 
 
-class QueryCache:
-    """Cached answers of `find`/`count` per resource type, invalidated by generation."""
+class Generations(Protocol):
+    """Where the per-type generation counters live."""
 
-    def __init__(
-        self, redis: aioredis.Redis, prefix: str, *, max_bytes: int, ttl_seconds: float
-    ) -> None:
+    async def current(self, resource_type: str) -> int | None:
+        """The type's generation; None when it cannot be told (then nothing is cached)."""
+
+    async def bump(self, resource_types: Sequence[str]) -> None:
+        """Retire every cached answer over these types."""
+
+
+class RedisGenerations:
+    """Counters in Redis, shared by every process of a cluster."""
+
+    def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
         self.redis = redis
         self.prefix = prefix
-        self.max_bytes = max_bytes
-        self.ttl = ttl_seconds
-        self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
-        self._bytes = 0
-        self.hits = 0
-        self.misses = 0
 
     def _key(self, resource_type: str) -> str:
         return f"{self.prefix}:gen:{resource_type}"
 
-    async def generation(self, resource_type: str) -> int | None:
-        """The type's current generation; None when Redis cannot tell (then no caching)."""
+    async def current(self, resource_type: str) -> int | None:
+        """The type's generation in Redis; None while Redis cannot be reached."""
         try:
             value = await self.redis.get(self._key(resource_type))
         except Exception:  # Redis down: answer from the store, uncached
@@ -80,8 +90,7 @@ class QueryCache:
         return int(value) if value is not None else 0
 
     async def bump(self, resource_types: Sequence[str]) -> None:
-        """Retire every cached answer over these types, in every process (answers under an
-        old generation are never used again; the least recently used go first)."""
+        """Increment the types' counters in one pipeline."""
         try:
             pipe = self.redis.pipeline(transaction=False)
             for rtype in resource_types:
@@ -92,6 +101,38 @@ class QueryCache:
             # generation either while Redis is down (they then do not cache); entries they
             # kept from before expire with their time-to-live.
             log.error("query cache: cannot bump generations of %s", list(resource_types))
+
+
+class LocalGenerations:
+    """Counters in this process's memory: for a store only this process writes."""
+
+    def __init__(self) -> None:
+        self._counters: dict[str, int] = {}
+
+    async def current(self, resource_type: str) -> int:
+        """The type's generation."""
+        return self._counters.get(resource_type, 0)
+
+    async def bump(self, resource_types: Sequence[str]) -> None:
+        """Increment the types' counters."""
+        for rtype in resource_types:
+            self._counters[rtype] = self._counters.get(rtype, 0) + 1
+
+
+class QueryCache:
+    """Cached answers of `find`/`count`/`read` per resource type, invalidated by
+    generation."""
+
+    def __init__(
+        self, generations: Generations, *, max_bytes: int, ttl_seconds: float
+    ) -> None:
+        self.generations = generations
+        self.max_bytes = max_bytes
+        self.ttl = ttl_seconds
+        self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
+        self._bytes = 0
+        self.hits = 0
+        self.misses = 0
 
     @staticmethod
     def key(resource_type: str, kind: str, spec: Mapping[str, Any]) -> bytes:
@@ -110,7 +151,7 @@ class QueryCache:
         absent or stale."""
         if resource_type in UNCACHED:
             return await compute()
-        generation = await self.generation(resource_type)
+        generation = await self.generations.current(resource_type)
         if generation is None:
             return await compute()
         key = self.key(resource_type, kind, spec)
@@ -134,7 +175,7 @@ class QueryCache:
         return value
 
     async def _bump_written(self, resource_types: list[str]) -> None:
-        await self.bump(sorted(set(resource_types)))
+        await self.generations.bump(sorted(set(resource_types)))
 
     def write_hook(self, mongo: Mongo) -> Callable[..., Awaitable[None]]:
         """A FhirService write hook: bump the written types once the transaction commits."""
@@ -152,4 +193,4 @@ class QueryCache:
 
 def docs_size(docs: list[Doc]) -> int:
     """The bytes a list of stored documents is counted as."""
-    return sum(len(d.get("raw") or b"") + _DOC_OVERHEAD for d in docs)
+    return sum(len(d.get("raw") or b"") + DOC_OVERHEAD for d in docs)

@@ -18,12 +18,12 @@ import orjson
 from pymongo import DESCENDING
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from fhirserver.fhir.errors import Conflict, Gone, NotFound, PreconditionFailed
 from fhirserver.phi.cipher import PHI_TYPES, SEALED_TYPES
 from fhirserver.storage.plan import Split, split
-from fhirserver.storage.query_cache import QueryCache, docs_size
+from fhirserver.storage.query_cache import DOC_OVERHEAD, QueryCache, docs_size
 
 if TYPE_CHECKING:  # the codec is handed in (its blind index knows fhir/ search params)
     from fhirserver.phi.codec import PhiCodec
@@ -85,6 +85,10 @@ def _with_meta(resource: Mapping[str, Any], rid: str, version: int, lu: datetime
     return ordered
 
 
+def _stored_size(stored: Stored | None) -> int:
+    return DOC_OVERHEAD + (len(stored.raw or b"") if stored is not None else 0)
+
+
 class ResourceStore:
     """All database access for FHIR resources (current versions, history, conditional keys).
 
@@ -103,6 +107,8 @@ class ResourceStore:
         self.blind = phi.blind if phi is not None else None
         # Answers of find/count/ids outside transactions (storage/query_cache.py).
         self.cache: QueryCache | None = None
+        # Inserts held back per session until `flush_inserts` (see `defer_inserts`).
+        self._deferred: dict[int, dict[str, list[Doc]]] = {}
 
     def _raw(self, resource_type: str, rid: str, doc: Mapping[str, Any]) -> bytes | None:
         raw: bytes | None = doc.get("raw")
@@ -134,11 +140,18 @@ class ResourceStore:
         self, resource_type: str, rid: str, session: AsyncClientSession | None = None
     ) -> Stored:
         """The current version; NotFound if never existed, Gone if deleted."""
-        doc = await self.db[resource_type].find_one(
-            {"_id": rid}, {"raw": 1, "v": 1, "lu": 1}, session=session
+
+        async def run() -> Stored | None:
+            doc = await self.db[resource_type].find_one(
+                {"_id": rid}, {"raw": 1, "v": 1, "lu": 1}, session=session
+            )
+            return None if doc is None else self._stored(resource_type, doc)
+
+        found: Stored | None = await self._cached(
+            resource_type, "read", {"_id": rid}, run, _stored_size, session
         )
-        if doc is not None:
-            return self._stored(resource_type, doc)
+        if found is not None:
+            return found
         last = await self.last_version(resource_type, rid, session)
         if last is not None and last.deleted:
             raise Gone(f"{resource_type}/{rid} was deleted")
@@ -392,6 +405,33 @@ class ResourceStore:
         await self._insert_history(resource_type, rid, version, lu, None, "DELETE", session)
         return Stored(resource_type, rid, version, lu, None, "DELETE")
 
+    def defer_inserts(self, session: AsyncClientSession) -> None:
+        """Hold back the inserts of new current versions and history entries made in
+        `session` until `flush_inserts` writes them with one insert per collection (a
+        batch of creates, fhir/combiner.py). Until then reads in the session do not see
+        them: only for writes whose hooks read none of them."""
+        self._deferred[id(session)] = {}
+
+    async def flush_inserts(self, session: AsyncClientSession) -> None:
+        """Write what `defer_inserts` held back (ordered; a duplicate is a Conflict)."""
+        pending = self._deferred.pop(id(session), {})
+        for collection, docs in pending.items():
+            try:
+                await self.db[collection].insert_many(docs, ordered=True, session=session)
+            except BulkWriteError as exc:
+                raise Conflict(f"a {collection} record was written concurrently: {exc}") from None
+
+    def drop_deferred(self, session: AsyncClientSession) -> None:
+        """Forget what `defer_inserts` held back (the transaction did not get to flush)."""
+        self._deferred.pop(id(session), None)
+
+    async def _insert(self, collection: str, doc: Doc, session: AsyncClientSession) -> None:
+        deferred = self._deferred.get(id(session))
+        if deferred is not None:
+            deferred.setdefault(collection, []).append(doc)
+        else:
+            await self.db[collection].insert_one(doc, session=session)
+
     async def _write(
         self,
         resource: Mapping[str, Any],
@@ -416,7 +456,7 @@ class ResourceStore:
         coll = self.db[resource_type]
         if expect is None:
             try:
-                await coll.insert_one(doc, session=session)
+                await self._insert(resource_type, doc, session)
             except DuplicateKeyError:
                 raise Conflict(f"{resource_type}/{rid} was created concurrently; retry") from None
         else:
@@ -453,7 +493,7 @@ class ResourceStore:
         if kid is not None:
             entry["k"] = kid
         try:
-            await self.db[HISTORY].insert_one(entry, session=session)
+            await self._insert(HISTORY, entry, session)
         except DuplicateKeyError:
             raise Conflict(
                 f"{resource_type}/{rid} version {version} written concurrently"

@@ -10,11 +10,17 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 import uvicorn
 
 from fhirserver.config import Settings
+from fhirserver.context import generations_for
 from fhirserver.storage.embedded import EmbeddedServers
-from fhirserver.storage.query_cache import QueryCache
+from fhirserver.storage.query_cache import (
+    LocalGenerations,
+    QueryCache,
+    RedisGenerations,
+)
 from tests.api.factories import patient, uid
 from tests.thread_server import serve_in_thread, settings_on
 
@@ -146,3 +152,124 @@ async def test_cache_can_be_switched_off(embedded: EmbeddedServers) -> None:
             family = f"Off{uid()}"
             await client.post("/Patient", json=patient(family))
             assert len(await _family_ids(client, family)) == 1
+
+
+async def test_reads_by_id_are_cached_and_follow_every_write(
+    two_servers: tuple[uvicorn.Server, uvicorn.Server],
+) -> None:
+    a, b = two_servers
+    async with (
+        httpx.AsyncClient(base_url=_base(a), timeout=30) as ca,
+        httpx.AsyncClient(base_url=_base(b), timeout=30) as cb,
+    ):
+        pid = (await ca.post("/Patient", json=patient(f"Read{uid()}"))).json()["id"]
+        first = await cb.get(f"/Patient/{pid}")
+        hits = _cache(b).hits
+        again = await cb.get(f"/Patient/{pid}")
+        assert _cache(b).hits == hits + 1
+        assert again.content == first.content and again.headers["etag"] == 'W/"1"'
+        # an update through the other server is read at once, and so is the next one
+        body = {**first.json(), "gender": "other"}
+        assert (await ca.put(f"/Patient/{pid}", json=body)).status_code == 200
+        r = await cb.get(f"/Patient/{pid}")
+        assert r.headers["etag"] == 'W/"2"' and r.json()["gender"] == "other"
+        patched = await cb.patch(
+            f"/Patient/{pid}",
+            json=[{"op": "replace", "path": "/gender", "value": "female"}],
+            headers={"Content-Type": "application/json-patch+json"},
+        )
+        assert patched.status_code == 200
+        r = await ca.get(f"/Patient/{pid}")
+        assert r.headers["etag"] == 'W/"3"' and r.json()["gender"] == "female"
+        # a deletion: 410 from both, though both had the resource cached
+        assert (await ca.delete(f"/Patient/{pid}")).status_code in (200, 204)
+        assert (await cb.get(f"/Patient/{pid}")).status_code == 410
+        assert (await ca.get(f"/Patient/{pid}")).status_code == 410
+        # an unknown id answered 404 is not remembered past its creation (update-as-create)
+        new = f"qc-{uid()}"
+        assert (await cb.get(f"/Patient/{new}")).status_code == 404
+        created = await ca.put(f"/Patient/{new}", json={**patient(), "id": new})
+        assert created.status_code == 201
+        assert (await cb.get(f"/Patient/{new}")).status_code == 200
+
+
+async def test_no_read_after_an_acknowledged_update_sees_an_older_version(
+    two_servers: tuple[uvicorn.Server, uvicorn.Server],
+) -> None:
+    """One writer updating a Patient through one server, readers on the other: a read that
+    starts after version n was acknowledged never answers an older version."""
+    a, b = two_servers
+    acknowledged = 1
+    stale: list[str] = []
+    done = asyncio.Event()
+    async with (
+        httpx.AsyncClient(base_url=_base(a), timeout=60) as ca,
+        httpx.AsyncClient(base_url=_base(b), timeout=60) as cb,
+    ):
+        pid = (await ca.post("/Patient", json=patient(f"Ver{uid()}"))).json()["id"]
+
+        async def writer() -> None:
+            nonlocal acknowledged
+            for i in range(20):
+                body = {**patient(), "id": pid, "birthDate": f"19{50 + i}-01-01"}
+                r = await ca.put(f"/Patient/{pid}", json=body)
+                acknowledged = int(r.json()["meta"]["versionId"])
+            done.set()
+
+        async def reader() -> None:
+            while not done.is_set():
+                before = acknowledged
+                r = await cb.get(f"/Patient/{pid}")
+                seen = int(r.json()["meta"]["versionId"])
+                if seen < before:
+                    stale.append(f"read version {seen} after {before} was acknowledged")
+
+        await asyncio.gather(writer(), *(reader() for _ in range(4)))
+        assert stale == []
+        assert acknowledged == 21
+    assert _cache(b).hits > 0
+
+
+async def test_local_generations_retire_answers_computed_before_a_bump() -> None:
+    """The embedded store's in-process counters: an answer is never served under a
+    generation its query did not start in."""
+    cache = QueryCache(LocalGenerations(), max_bytes=1 << 20, ttl_seconds=60)
+    calls = 0
+
+    async def compute() -> int:
+        nonlocal calls
+        calls += 1
+        return calls
+
+    async def compute_racing_a_write() -> int:
+        # a write commits (and bumps) while this query runs: its answer may be stale
+        await cache.generations.bump(["Patient"])
+        return await compute()
+
+    spec = {"_id": "1"}
+    assert await cache.cached("Patient", "read", spec, compute, lambda _: 8) == 1
+    assert await cache.cached("Patient", "read", spec, compute, lambda _: 8) == 1  # a hit
+    assert await cache.cached("Slot", "read", spec, compute, lambda _: 8) == 2  # per type
+    await cache.generations.bump(["Patient"])
+    assert await cache.cached("Patient", "read", spec, compute_racing_a_write, lambda _: 8) == 3
+    # stored under the generation before the racing write's bump: not used again
+    assert await cache.cached("Patient", "read", spec, compute, lambda _: 8) == 4
+    assert await cache.cached("Patient", "read", spec, compute, lambda _: 8) == 4
+    assert await cache.cached("Slot", "read", spec, compute, lambda _: 8) == 2
+
+
+async def test_counters_are_local_only_for_the_embedded_store(
+    embedded: EmbeddedServers,
+) -> None:
+    redis = aioredis.Redis.from_url(embedded.redis_url)
+    try:
+        embedded_default = Settings(mongodb_uri=None, redis_url=embedded.redis_url)
+        assert isinstance(generations_for(embedded_default, redis), LocalGenerations)
+        cluster = settings_on(embedded, "qc_cluster")
+        shared = generations_for(cluster, redis)
+        assert isinstance(shared, RedisGenerations)
+        before = await shared.current("Patient")
+        await shared.bump(["Patient"])
+        assert await shared.current("Patient") == (before or 0) + 1
+    finally:
+        await redis.aclose()

@@ -1,0 +1,198 @@
+"""Group commit for plain creates: creates that arrive while one batch commits go together
+in the next batch's single transaction.
+
+A create on its own is three store round trips of fixed cost (start, the writes, commit,
+with a journal sync) besides its writes. Under concurrent load most of that is shared when
+the creates waiting at one moment commit together: the batch runs each member's
+`create_in` in turn in one transaction, exactly as if they had run one after another, and
+every member's response waits for that commit.
+
+A batch is all or nothing, so one member's failure (a rule it breaks, a key it collides
+on) must not decide the others: when a batch fails, each member runs again alone in its
+own transaction and gets its own result or error, as without the combiner.
+
+Each member runs in its request's context (the access policy the write hooks check is a
+context variable). Appointments are never combined: their creates pass the booking guard,
+whose reruns belong to one booking's transaction (docs/scheduling.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pymongo.asynchronous.client_session import AsyncClientSession
+
+from fhirserver.storage.mongo import Mongo
+from fhirserver.storage.resources import ResourceStore
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+CreateIn = Callable[[Mapping[str, Any], AsyncClientSession], Awaitable[T]]
+
+#: Types whose creates always run in a transaction of their own.
+NOT_COMBINED = frozenset({"Appointment"})
+#: Types whose write hooks read nothing a create of them writes (the access policy reads
+#: committed data, the availability index acts after the commit): a batch of only these
+#: holds its inserts back and writes them with one insert per collection.
+DEFERRABLE = frozenset({"Patient", "Practitioner", "Organization", "Device"})
+
+
+@dataclass
+class _Member:
+    resource: Mapping[str, Any]
+    context: contextvars.Context
+    future: asyncio.Future[Any] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class CreateCombiner:
+    """One queue per process and the task that commits it in batches."""
+
+    def __init__(
+        self, mongo: Mongo, store: ResourceStore, create_in: CreateIn[Any], *, max_batch: int = 64
+    ) -> None:
+        self.mongo = mongo
+        self.store = store
+        self.create_in = create_in
+        self.max_batch = max_batch
+        self._queue: asyncio.Queue[_Member | None] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0
+        self.combined = 0  # members committed in a batch of two or more
+        self.deferred = 0  # batches whose inserts went one per collection
+
+    def start(self) -> None:
+        """Start the batching task on the running loop."""
+        self._task = asyncio.create_task(self._run(), name="create-combiner")
+
+    def running(self) -> bool:
+        """True while creates can be queued."""
+        return self._task is not None and not self._task.done()
+
+    async def create(self, resource: Mapping[str, Any]) -> Any:
+        """`create_in(resource)` committed in this or a shared transaction; its result."""
+        if resource["resourceType"] in NOT_COMBINED or not self.running():
+            return await self.mongo.transaction(lambda s: self.create_in(resource, s))
+        member = _Member(resource, contextvars.copy_context())
+        self._queue.put_nowait(member)
+        # A cancelled request does not cancel the batch: its create may still commit.
+        return await asyncio.shield(member.future)
+
+    async def _run(self) -> None:
+        while True:
+            first = await self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stopping = False
+            while len(batch) < self.max_batch and not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            try:
+                await self._commit(batch)
+            except BaseException as exc:  # no member may wait forever
+                for member in batch:
+                    _settle(member.future, error=exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                log.exception("create batch failed")
+            if stopping:
+                return
+
+    async def _commit(self, batch: list[_Member]) -> None:
+        self.batches += 1
+        if len(batch) > 1:
+            attempt = _Attempt()
+            try:
+                results = await self.mongo.transaction(lambda s: attempt.run(batch, self, s))
+            except Exception as exc:
+                if attempt.ran_all:
+                    # Every member ran and the commit itself failed: its outcome is unknown
+                    # (pymongo has retried it), so none may run again. Each member answers
+                    # the error, as its own transaction would have.
+                    for member in batch:
+                        _settle(member.future, error=exc)
+                    return
+                # A member failed, so the transaction aborted: each runs alone and meets
+                # its own result or error.
+            else:
+                self.combined += len(batch)
+                for member, result in zip(batch, results, strict=True):
+                    _settle(member.future, result=result)
+                return
+        await asyncio.gather(*(self._alone(member) for member in batch))
+
+    async def _alone(self, member: _Member) -> None:
+        def run(session: AsyncClientSession) -> Awaitable[Any]:
+            return asyncio.create_task(
+                _awaited(self.create_in(member.resource, session)), context=member.context
+            )
+
+        try:
+            result = await self.mongo.transaction(run)
+        except BaseException as exc:  # the member's own error is its response
+            _settle(member.future, error=exc)
+        else:
+            _settle(member.future, result=result)
+
+    async def stop(self) -> None:
+        """Commit what is queued, then end the task (requests have drained by now)."""
+        if self._task is None:
+            return
+        self._queue.put_nowait(None)
+        await self._task
+        self._task = None
+
+
+class _Attempt:
+    """One batch's transaction function; `ran_all` tells a failed commit from a member's
+    failure (then nothing was committed)."""
+
+    def __init__(self) -> None:
+        self.ran_all = False
+
+    async def run(
+        self, batch: list[_Member], combiner: CreateCombiner, session: AsyncClientSession
+    ) -> list[Any]:
+        """Every member's create in `session`, in queue order, each in its own context."""
+        self.ran_all = False  # a retried attempt starts over
+        store = combiner.store
+        if all(m.resource["resourceType"] in DEFERRABLE for m in batch):
+            store.defer_inserts(session)
+            combiner.deferred += 1
+        try:
+            results = []
+            for member in batch:
+                run = combiner.create_in(member.resource, session)
+                results.append(await asyncio.create_task(_awaited(run), context=member.context))
+            await store.flush_inserts(session)
+        finally:
+            store.drop_deferred(session)
+        self.ran_all = True
+        return results
+
+
+async def _awaited(awaitable: Awaitable[T]) -> T:
+    return await awaitable
+
+
+def _settle(
+    future: asyncio.Future[Any], *, result: Any = None, error: BaseException | None = None
+) -> None:
+    if future.done():
+        return
+    if isinstance(error, asyncio.CancelledError):
+        future.cancel()
+    elif error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)

@@ -6,6 +6,7 @@ AppContext (or two, standing for two server processes) on a fresh database.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 import uuid
@@ -270,6 +271,55 @@ async def test_repeated_criteria_follow_changed_facts(ctx: AppContext) -> None:
         sched["active"] = False
         await svc.update("Schedule", f"S{i}", sched)
     assert await same(spec) == []
+
+
+async def test_many_slot_writes_in_one_commit_match_the_engine(ctx: AppContext) -> None:
+    """Slot writes committed together reach the index as one delivery, which re-expands
+    each Schedule once: creates on several Schedules, a Slot moved from one Schedule to
+    another and a deleted Slot, in one transaction and in one batch of creates."""
+    rng = random.Random(5)
+    info = await random_system(ctx, rng, n=4)
+    svc, now = ctx.service, ctx.clock.now()
+
+    def slot(sid: str, day: int, hour: int, status: str) -> dict[str, Any]:
+        start = (now + timedelta(days=day)).replace(hour=hour, minute=0, second=0,
+                                                    microsecond=0)
+        return {"resourceType": "Slot", "schedule": {"reference": f"Schedule/{sid}"},
+                "status": status, "start": start.isoformat(),
+                "end": (start + timedelta(minutes=60)).isoformat()}
+
+    made = [await svc.create("Slot", slot("S0", 2, 14, "busy-unavailable")),
+            await svc.create("Slot", slot("S1", 3, 15, "busy-unavailable"))]
+    await assert_same(ctx, rng, info["locs"], 10)
+
+    async def together(session: Any) -> None:
+        for i in range(12):
+            status = "busy-unavailable" if i % 3 else "busy-tentative"
+            await svc.create_in(slot(f"S{i % 4}", 1 + i % 5, 12 + i % 6, status), session)
+        moved = {**slot("S2", 2, 14, "busy-unavailable"), "id": made[0].stored.id}
+        await svc.update_in(moved, made[0].stored.id, session)
+        await svc.delete_in("Slot", made[1].stored.id, session)
+
+    async def slots_agree() -> None:
+        index = ctx.availability.index if ctx.availability else None
+        assert index is not None
+        for sid in ("S0", "S1", "S2", "S3"):
+            stored = await ctx.store.find("Slot", {"idx.schedule": f"Schedule/{sid}"},
+                                          projection={"raw": 1})
+            kept = index.entries[index.sched_ix[sid]].slots
+            assert sorted((x["id"], x["meta"]["versionId"]) for x in kept) == sorted(
+                (d["_id"], str(orjson.loads(d["raw"])["meta"]["versionId"])) for d in stored)
+
+    await ctx.mongo.transaction(together)
+    await slots_agree()
+    await assert_same(ctx, rng, info["locs"], 25)
+    await asyncio.gather(*(svc.create("Slot", slot(f"S{i % 4}", 4 + i % 3, 9 + i % 8,
+                                                   "busy-unavailable")) for i in range(10)))
+    await slots_agree()
+    await assert_same(ctx, rng, info["locs"], 25)
+    assert ctx.availability is not None
+    await ctx.availability.rebuild()  # the same from a full build
+    await assert_same(ctx, rng, info["locs"], 15)
 
 
 async def first_offer(ctx: AppContext, sid: str) -> Proposal | None:

@@ -172,8 +172,7 @@ class IndexService:
 
     async def changed(self, changes: list[tuple[str, Json | None, Json | None]]) -> None:
         """Apply committed changes here, then publish them to the other processes."""
-        for rtype, old, new in changes:
-            await self.apply(rtype, old, new)
+        await self.apply_all(changes)
         payload = [{"t": t, "old": o, "new": n} for t, o, n in changes]
         try:
             event = orjson.dumps({"o": self.origin, "c": payload})
@@ -182,6 +181,26 @@ class IndexService:
             await self._publish(keys=[STREAM, SEQ], args=[event, MAXLEN])
         except Exception:  # Redis down: the others catch up by a rebuild (seq gap)
             log.warning("could not publish an availability change", exc_info=True)
+
+    async def apply_all(self, changes: list[tuple[str, Json | None, Json | None]]) -> None:
+        """Apply committed changes in order; a run of Slot changes re-expands each of their
+        Schedules once (a transaction or a batch of creates may write hundreds of Slots)."""
+        index = self.index
+        if index is None:
+            return
+        slots: dict[str, dict[str, Json | None]] = {}  # Schedule -> Slot id -> its new state
+        for rtype, old, new in changes:
+            if rtype != "Slot":
+                await self._slots_changed(index, slots)
+                await self.apply(rtype, old, new)
+                continue
+            rid = str((new or old or {}).get("id", ""))
+            for s in (old, new):
+                sid = ref_id(s.get("schedule"), "Schedule") if s else None
+                if sid:
+                    here = new is not None and ref_id(new.get("schedule"), "Schedule") == sid
+                    slots.setdefault(sid, {})[rid] = new if here else None
+        await self._slots_changed(index, slots)
 
     async def apply(self, rtype: str, old: Json | None, new: Json | None) -> None:
         """Apply one committed change to the index."""
@@ -228,18 +247,28 @@ class IndexService:
 
     async def _slot_changed(self, index: AvailabilityIndex, sid: str, old: Json | None,
                             new: Json | None) -> None:
-        """Swap one explicit Slot in the Schedule's in-memory list (re-reading every Slot of
-        the Schedule on each Slot write made bulk Slot loads quadratic)."""
-        ix = index.sched_ix.get(sid)
-        if ix is None:
-            await self._reload_schedules(index, [sid])
-            return
-        gone = {str(x.get("id")) for x in (old, new) if x}
-        slots = [x for x in index.entries[ix].slots if str(x.get("id")) not in gone]
-        if new is not None and ref_id(new.get("schedule"), "Schedule") == sid:
-            slots.append(new)
-        docs = await self.store.find("Schedule", {"_id": sid}, projection={"raw": 1})
-        index.set_schedule(sid, orjson.loads(docs[0]["raw"]) if docs else None, slots)
+        rid = str((new or old or {}).get("id", ""))
+        here = new is not None and ref_id(new.get("schedule"), "Schedule") == sid
+        await self._slots_changed(index, {sid: {rid: new if here else None}})
+
+    async def _slots_changed(
+        self, index: AvailabilityIndex, slots: dict[str, dict[str, Json | None]]
+    ) -> None:
+        """Swap explicit Slots in their Schedules' in-memory lists (`slots`: Schedule ->
+        Slot id -> the Slot now, or None when it left the Schedule), one re-expansion per
+        Schedule; re-reading every Slot of the Schedule on each Slot write made bulk Slot
+        loads quadratic. Empties `slots`."""
+        for sid in sorted(slots):
+            swaps = slots[sid]
+            ix = index.sched_ix.get(sid)
+            if ix is None:
+                await self._reload_schedules(index, [sid])
+                continue
+            kept = [x for x in index.entries[ix].slots if str(x.get("id")) not in swaps]
+            kept.extend(x for x in swaps.values() if x is not None)
+            docs = await self.store.find("Schedule", {"_id": sid}, projection={"raw": 1})
+            index.set_schedule(sid, orjson.loads(docs[0]["raw"]) if docs else None, kept)
+        slots.clear()
 
     async def _slots_of(self, sid: str) -> list[Json]:
         docs = await self.store.find("Slot", {"idx.schedule": f"Schedule/{sid}"},
@@ -281,8 +310,8 @@ class IndexService:
                     if event.get("o") == self.origin and seq > self._replay_own_until:
                         continue
                     async with self._lock:
-                        for change in event.get("c", []):
-                            await self.apply(change["t"], change.get("old"), change.get("new"))
+                        await self.apply_all([(c["t"], c.get("old"), c.get("new"))
+                                              for c in event.get("c", [])])
                     self.applied_remote += 1
 
     # ---- queries --------------------------------------------------------------

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from fhirserver.batching import next_batch
 from fhirserver.storage.audit_log import AuditLog
 
 log = logging.getLogger(__name__)
@@ -50,17 +51,9 @@ class AuditWriter:
     async def _run(self) -> None:
         stopping = False
         while not stopping:
-            first = await self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < self.max_batch and not self._queue.empty():
-                item = self._queue.get_nowait()
-                if item is None:
-                    stopping = True
-                    break
-                batch.append(item)
-            await self._commit(batch)
+            batch, stopping = await next_batch(self._queue, self.max_batch)
+            if batch:
+                await self._commit(batch)
 
     async def _commit(self, batch: list[Pending]) -> None:
         try:

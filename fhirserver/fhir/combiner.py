@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 from pymongo.asynchronous.client_session import AsyncClientSession
 
+from fhirserver.batching import next_batch
 from fhirserver.storage.mongo import Mongo
 from fhirserver.storage.resources import ResourceStore
 
@@ -85,18 +86,11 @@ class CreateCombiner:
         return await asyncio.shield(member.future)
 
     async def _run(self) -> None:
-        while True:
-            first = await self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            stopping = False
-            while len(batch) < self.max_batch and not self._queue.empty():
-                item = self._queue.get_nowait()
-                if item is None:
-                    stopping = True
-                    break
-                batch.append(item)
+        stopping = False
+        while not stopping:
+            batch, stopping = await next_batch(self._queue, self.max_batch)
+            if not batch:
+                continue
             try:
                 await self._commit(batch)
             except BaseException as exc:  # no member may wait forever
@@ -105,8 +99,6 @@ class CreateCombiner:
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 log.exception("create batch failed")
-            if stopping:
-                return
 
     async def _commit(self, batch: list[_Member]) -> None:
         self.batches += 1

@@ -155,6 +155,7 @@ class FhirService:
             projection={"_id": 1},
             limit=self.max_conditional + 1,
             session=session,
+            fresh=True,  # a racer's committed create must be found before it is answered
         )
         return [d["_id"] for d in docs]
 
@@ -183,7 +184,9 @@ class FhirService:
                     f"If-None-Exist matched {len(ids)} {resource_type} resources"
                 )
             if len(ids) == 1:
-                return WriteResult(await self.store.read(resource_type, ids[0]), 200)
+                return WriteResult(
+                    await self.store.read(resource_type, ids[0], fresh=True), 200
+                )
             try:
                 return await self.mongo.transaction(
                     lambda s: self.create_in(resource, s, conditional_key=key)

@@ -137,9 +137,15 @@ class ResourceStore:
     # ---- reads -------------------------------------------------------------
 
     async def read(
-        self, resource_type: str, rid: str, session: AsyncClientSession | None = None
+        self,
+        resource_type: str,
+        rid: str,
+        session: AsyncClientSession | None = None,
+        *,
+        fresh: bool = False,
     ) -> Stored:
-        """The current version; NotFound if never existed, Gone if deleted."""
+        """The current version; NotFound if never existed, Gone if deleted (`fresh`: see
+        `_cached`)."""
 
         async def run() -> Stored | None:
             doc = await self.db[resource_type].find_one(
@@ -148,7 +154,7 @@ class ResourceStore:
             return None if doc is None else self._stored(resource_type, doc)
 
         found: Stored | None = await self._cached(
-            resource_type, "read", {"_id": rid}, run, _stored_size, session
+            resource_type, "read", {"_id": rid}, run, _stored_size, session, fresh
         )
         if found is not None:
             return found
@@ -237,8 +243,10 @@ class ResourceStore:
         limit: int = 0,
         projection: Mapping[str, Any] | None = None,
         session: AsyncClientSession | None = None,
+        fresh: bool = False,
     ) -> list[Doc]:
-        """Documents of one type matching a filter (projection defaults to raw+keys)."""
+        """Documents of one type matching a filter (projection defaults to raw+keys); see
+        `_cached` for `fresh`."""
         proj = projection if projection is not None else {"raw": 1, "v": 1, "lu": 1, "srt": 1}
         if proj.get("raw") and "v" not in proj and resource_type in SEALED_TYPES:
             proj = {**proj, "v": 1}  # the version is part of a sealed record's context
@@ -250,7 +258,9 @@ class ResourceStore:
             return self._open_docs(resource_type, found)
 
         spec = {"q": planned.whole(), "s": sort or [], "l": limit, "p": proj}
-        docs: list[Doc] = await self._cached(resource_type, "find", spec, run, docs_size, session)
+        docs: list[Doc] = await self._cached(
+            resource_type, "find", spec, run, docs_size, session, fresh
+        )
         return [dict(d) for d in docs]  # callers may change their copies
 
     async def _select(
@@ -288,9 +298,15 @@ class ResourceStore:
         run: Callable[[], Awaitable[Any]],
         size_of: Callable[[Any], int],
         session: AsyncClientSession | None = None,
+        fresh: bool = False,
     ) -> Any:
-        """`run()`'s answer, through the query cache when there is one and no transaction."""
-        if self.cache is None or session is not None:
+        """`run()`'s answer, through the query cache when there is one and no transaction.
+
+        A cached answer is as fresh as every *acknowledged* write (storage/query_cache.py).
+        A caller that learnt of a write from the store itself, before its writer was
+        answered (a conditional create that lost the key race must find the winner), asks
+        `fresh`: the store's answer, uncached."""
+        if self.cache is None or session is not None or fresh:
             return await run()
         return await self.cache.cached(resource_type, kind, spec, run, size_of)
 

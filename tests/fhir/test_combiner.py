@@ -18,7 +18,9 @@ import pytest
 from fhirserver.config import Settings
 from fhirserver.context import AppContext
 from fhirserver.fhir.errors import Unprocessable
-from fhirserver.fhir.service import WriteResult
+from fhirserver.fhir.search import parse_search
+from fhirserver.fhir.service import WriteResult, conditional_key
+from fhirserver.fhir.validation import validate_resource
 from fhirserver.storage.embedded import EmbeddedServers
 from tests.api.factories import patient, uid
 from tests.api.scheduling_factories import hospital, rule
@@ -142,14 +144,40 @@ async def test_appointments_and_conditional_creates_are_never_combined(
     combiner = ctx.service.combiner
     assert combiner is not None
     batches = combiner.batches
-    mrn = f"MRN{uid()}"
-    body = {**patient(), "identifier": [{"system": "urn:mrn", "value": mrn}]}
-    results = await asyncio.gather(*(
-        ctx.service.create("Patient", body, if_none_exist=[("identifier", f"urn:mrn|{mrn}")])
-        for _ in range(5)
-    ))
-    assert len({r.stored.id for r in results}) == 1  # the conditional create's own race
+    for _ in range(10):
+        # The conditional create's own race: a loser learns of the winner from the key
+        # before the winner is answered, so its match must not come from the query cache.
+        mrn = f"MRN{uid()}"
+        body = {**patient(), "identifier": [{"system": "urn:mrn", "value": mrn}]}
+        criteria = [("identifier", f"urn:mrn|{mrn}")]
+        assert await ctx.service.match("Patient", criteria) == []  # cached: nothing yet
+        results = await asyncio.gather(*(
+            ctx.service.create("Patient", body, if_none_exist=criteria) for _ in range(5)
+        ))
+        assert len({r.stored.id for r in results}) == 1
+        assert sorted(r.status for r in results) == [200, 200, 200, 200, 201]
     appointment = {"resourceType": "Appointment", "status": "proposed",
                    "participant": [{"actor": {"reference": "Patient/x"}, "status": "needs-action"}]}
     await ctx.service.create("Appointment", appointment)
     assert combiner.batches == batches
+
+
+async def test_a_conditional_create_finds_a_commit_not_yet_answered(ctx: AppContext) -> None:
+    """Between a create's commit and its cache bump (its response not yet sent), a
+    conditional create that collides with its key must find it: its match is never served
+    from the query cache."""
+    mrn = f"MRN{uid()}"
+    body = {**patient(), "identifier": [{"system": "urn:mrn", "value": mrn}]}
+    criteria = [("identifier", f"urn:mrn|{mrn}")]
+    spec = parse_search("Patient", criteria, strict=True, blind=ctx.store.blind)
+    limit = ctx.service.max_conditional + 1
+    # the query cache now holds "no match" for exactly the conditional match's query
+    assert await ctx.store.find("Patient", spec.filter, projection={"_id": 1},
+                                limit=limit) == []
+    key = conditional_key("Patient", criteria, ctx.store.blind)
+    resource = validate_resource(body, "Patient")
+    # committed straight through the store: no write hook, so no bump yet
+    first = await ctx.mongo.transaction(
+        lambda s: ctx.store.create(resource, s, conditional_key=key))
+    again = await ctx.service.create("Patient", body, if_none_exist=criteria)
+    assert again.status == 200 and again.stored.id == first.id

@@ -434,8 +434,8 @@ class ResourceStore:
         for collection, docs in pending.items():
             try:
                 await self.db[collection].insert_many(docs, ordered=True, session=session)
-            except BulkWriteError as exc:
-                raise Conflict(f"a {collection} record was written concurrently: {exc}") from None
+            except BulkWriteError:  # its details hold the documents: not for a message
+                raise Conflict(f"a {collection} record was written concurrently; retry") from None
 
     def drop_deferred(self, session: AsyncClientSession) -> None:
         """Forget what `defer_inserts` held back (the transaction did not get to flush)."""

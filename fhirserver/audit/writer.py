@@ -19,6 +19,8 @@ from fhirserver.storage.audit_log import AuditLog
 log = logging.getLogger(__name__)
 
 Pending = tuple[Mapping[str, Any], "asyncio.Future[int]"]
+# The pause between batches while another process appends to the same trail.
+_YIELD_SECONDS = 0.005
 
 
 class AuditWriteFailed(RuntimeError):
@@ -71,6 +73,11 @@ class AuditWriter:
         for (_, future), seq in zip(batch, seqs, strict=True):
             if not future.done():
                 future.set_result(seq)
+        if self.log.contended():
+            # Another process appends too, and each batch takes the head from its first
+            # statement to its commit: leave the other a moment to take it (what queues
+            # meanwhile goes in the next batch), or it may wait behind ours for seconds.
+            await asyncio.sleep(_YIELD_SECONDS)
 
     async def stop(self) -> None:
         """Commit what is queued, then end the task (requests have drained by now)."""

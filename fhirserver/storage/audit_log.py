@@ -15,13 +15,17 @@ head (`_meta/audit_head`: the newest `seq` and `hash`) and moves the head with a
 compare-and-set on its `seq`. A process remembers the head it last wrote; when another
 process has moved it since, the compare-and-set matches nothing (or the two transactions
 conflict on the head document, and the runner retries one) and the batch is chained again
-on the head read afresh. The unique index on `seq` is a second guard (a duplicate is
-retried the same way). A trail written before the head document existed gets one from a
-scan of the collection on the first append. Nothing here updates or deletes a record.
+on the head read afresh. Once processes have met like that, each batch takes the head
+document with its first statement for a while (`contended`), so appenders queue on it
+rather than one redoing whole batches behind another's (docs/audit.md). The unique index
+on `seq` is a second guard (a duplicate is retried the same way). A trail written before
+the head document existed gets one from a scan of the collection on the first append.
+Nothing here updates or deletes a record.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -42,6 +46,8 @@ META = "_meta"
 HEAD_ID = "audit_head"
 # How often a batch is re-chained after losing the head to another process.
 _APPEND_ATTEMPTS = 50
+# After a conflict with another appender, batches take the head first for this long.
+_CONTENDED_SECONDS = 5.0
 
 
 class _StaleHead(Exception):
@@ -72,6 +78,8 @@ class AuditLog:
         # (seq, hash, stored) after our last append: the head document is then only read
         # again when another process has moved it.
         self._head: tuple[int, str, bool] | None = None
+        # Until then, batches take the head document first (another process appends too).
+        self._contended_until = 0.0
 
     def _prepare(self, events: Sequence[Mapping[str, Any]]) -> tuple[list[Doc], list[bytes]]:
         """The documents to insert (chain fields still unset) and each one's plaintext."""
@@ -105,11 +113,21 @@ class AuditLog:
         """
         docs, plain = self._prepare(events)
         meta = self.mongo.db[META]
+        attempts = 0
 
         async def run(session: AsyncClientSession) -> list[int]:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1:  # a conflict made the driver run this again
+                self._contended_until = time.monotonic() + _CONTENDED_SECONDS
             known = self._head
-            if known is None:
-                head = await meta.find_one({"_id": HEAD_ID}, session=session)
+            if known is None or self.contended():
+                # Take the head first: from this statement to the commit, any other
+                # appender's first statement conflicts at once and is retried, so appenders
+                # queue on the head instead of one redoing whole batches behind another.
+                head = await meta.find_one_and_update(
+                    {"_id": HEAD_ID}, {"$inc": {"taken": 1}}, session=session
+                )
                 if head is None:  # a trail from before the head document: scan it once
                     known = (*await self.head(session=session), False)
                 else:
@@ -138,9 +156,11 @@ class AuditLog:
                 seqs = await self.mongo.transaction(run)
             except _StaleHead as exc:
                 last, self._head = exc, None  # another process appended: read its head
+                self._contended_until = time.monotonic() + _CONTENDED_SECONDS
                 continue
             except (DuplicateKeyError, BulkWriteError) as exc:
                 self._head = None
+                self._contended_until = time.monotonic() + _CONTENDED_SECONDS
                 if not _duplicate_seq(exc):
                     raise
                 last = exc  # another process created the head or took the seq: again
@@ -151,6 +171,10 @@ class AuditLog:
             self._head = (seqs[-1], str(docs[-1]["hash"]), True)
             return seqs
         raise AuditAppendError(f"could not claim the chain head: {last}")
+
+    def contended(self) -> bool:
+        """True while another process has lately appended to the same trail."""
+        return time.monotonic() < self._contended_until
 
     async def head(self, *, session: AsyncClientSession | None = None) -> tuple[int, str]:
         """(seq, hash) of the newest record found by scanning the collection; (0, GENESIS)

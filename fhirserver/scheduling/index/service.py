@@ -224,9 +224,7 @@ class IndexService:
         elif rtype == "Schedule":
             await self._reload_schedules(index, [rid], {rid: new})
         elif rtype == "Slot":
-            sids = {ref_id(s.get("schedule"), "Schedule") for s in (old, new) if s}
-            for sid in sorted(s for s in sids if s):
-                await self._slot_changed(index, sid, old, new)
+            await self.apply_all([(rtype, old, new)])
 
     async def _reload_schedules(self, index: AvailabilityIndex, sids: list[str],
                                 known: Mapping[str, Json | None] | None = None) -> None:
@@ -244,12 +242,6 @@ class IndexService:
             schedule = known.get(sid)
             slots = await self._slots_of(sid) if schedule is not None else []
             index.set_schedule(sid, schedule, slots)
-
-    async def _slot_changed(self, index: AvailabilityIndex, sid: str, old: Json | None,
-                            new: Json | None) -> None:
-        rid = str((new or old or {}).get("id", ""))
-        here = new is not None and ref_id(new.get("schedule"), "Schedule") == sid
-        await self._slots_changed(index, {sid: {rid: new if here else None}})
 
     async def _slots_changed(
         self, index: AvailabilityIndex, slots: dict[str, dict[str, Json | None]]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -33,7 +33,7 @@ from fhirserver.storage.resources import ResourceStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-CreateIn = Callable[[Mapping[str, Any], AsyncClientSession], Awaitable[T]]
+CreateIn = Callable[[Mapping[str, Any], AsyncClientSession], Coroutine[Any, Any, T]]
 
 #: Types whose creates always run in a transaction of their own.
 NOT_COMBINED = frozenset({"Appointment"})
@@ -103,11 +103,19 @@ class CreateCombiner:
     async def _commit(self, batch: list[_Member]) -> None:
         self.batches += 1
         if len(batch) > 1:
-            attempt = _Attempt()
+            ran_all = False  # tells a failed commit from a member's failure
+
+            async def run_all(session: AsyncClientSession) -> list[Any]:
+                nonlocal ran_all
+                ran_all = False  # a retried attempt starts over
+                results = await self._run_all(batch, session)
+                ran_all = True
+                return results
+
             try:
-                results = await self.mongo.transaction(lambda s: attempt.run(batch, self, s))
+                results = await self.mongo.transaction(run_all)
             except Exception as exc:
-                if attempt.ran_all:
+                if ran_all:
                     # Every member ran and the commit itself failed: its outcome is unknown
                     # (pymongo has retried it), so none may run again. Each member answers
                     # the error, as its own transaction would have.
@@ -123,14 +131,27 @@ class CreateCombiner:
                 return
         await asyncio.gather(*(self._alone(member) for member in batch))
 
-    async def _alone(self, member: _Member) -> None:
-        def run(session: AsyncClientSession) -> Awaitable[Any]:
-            return asyncio.create_task(
-                _awaited(self.create_in(member.resource, session)), context=member.context
-            )
-
+    async def _run_all(self, batch: list[_Member], session: AsyncClientSession) -> list[Any]:
+        """Every member's create in `session`, in queue order."""
+        if all(m.resource["resourceType"] in DEFERRABLE for m in batch):
+            self.store.defer_inserts(session)
+            self.deferred += 1
         try:
-            result = await self.mongo.transaction(run)
+            results = [await self._in_context(member, session) for member in batch]
+            await self.store.flush_inserts(session)
+        finally:
+            self.store.drop_deferred(session)
+        return results
+
+    def _in_context(self, member: _Member, session: AsyncClientSession) -> asyncio.Task[Any]:
+        """The member's `create_in`, run in its request's context."""
+        return asyncio.create_task(
+            self.create_in(member.resource, session), context=member.context
+        )
+
+    async def _alone(self, member: _Member) -> None:
+        try:
+            result = await self.mongo.transaction(lambda s: self._in_context(member, s))
         except BaseException as exc:  # the member's own error is its response
             _settle(member.future, error=exc)
         else:
@@ -143,38 +164,6 @@ class CreateCombiner:
         self._queue.put_nowait(None)
         await self._task
         self._task = None
-
-
-class _Attempt:
-    """One batch's transaction function; `ran_all` tells a failed commit from a member's
-    failure (then nothing was committed)."""
-
-    def __init__(self) -> None:
-        self.ran_all = False
-
-    async def run(
-        self, batch: list[_Member], combiner: CreateCombiner, session: AsyncClientSession
-    ) -> list[Any]:
-        """Every member's create in `session`, in queue order, each in its own context."""
-        self.ran_all = False  # a retried attempt starts over
-        store = combiner.store
-        if all(m.resource["resourceType"] in DEFERRABLE for m in batch):
-            store.defer_inserts(session)
-            combiner.deferred += 1
-        try:
-            results = []
-            for member in batch:
-                run = combiner.create_in(member.resource, session)
-                results.append(await asyncio.create_task(_awaited(run), context=member.context))
-            await store.flush_inserts(session)
-        finally:
-            store.drop_deferred(session)
-        self.ran_all = True
-        return results
-
-
-async def _awaited(awaitable: Awaitable[T]) -> T:
-    return await awaitable
 
 
 def _settle(

@@ -119,7 +119,7 @@ class AuditLog:
             nonlocal attempts
             attempts += 1
             if attempts > 1:  # a conflict made the driver run this again
-                self._contended_until = time.monotonic() + _CONTENDED_SECONDS
+                self._met_another()
             known = self._head
             if known is None or self.contended():
                 # Take the head first: from this statement to the commit, any other
@@ -156,11 +156,11 @@ class AuditLog:
                 seqs = await self.mongo.transaction(run)
             except _StaleHead as exc:
                 last, self._head = exc, None  # another process appended: read its head
-                self._contended_until = time.monotonic() + _CONTENDED_SECONDS
+                self._met_another()
                 continue
             except (DuplicateKeyError, BulkWriteError) as exc:
                 self._head = None
-                self._contended_until = time.monotonic() + _CONTENDED_SECONDS
+                self._met_another()
                 if not _duplicate_seq(exc):
                     raise
                 last = exc  # another process created the head or took the seq: again
@@ -171,6 +171,9 @@ class AuditLog:
             self._head = (seqs[-1], str(docs[-1]["hash"]), True)
             return seqs
         raise AuditAppendError(f"could not claim the chain head: {last}")
+
+    def _met_another(self) -> None:
+        self._contended_until = time.monotonic() + _CONTENDED_SECONDS
 
     def contended(self) -> bool:
         """True while another process has lately appended to the same trail."""

@@ -8,6 +8,7 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from fhirserver.phi.blind import BLINDED
 from fhirserver.storage.migrations import apply_migrations, migration_files
 
 Doc = dict[str, Any]
@@ -27,6 +28,22 @@ async def test_optional_value_indexes_end_up_sparse(mongo_db: AsyncDatabase[Doc]
         info = await mongo_db[collection].index_information()
         assert info[name].get("sparse") is True, (collection, name)
     assert await apply_migrations(mongo_db) == []  # recorded: nothing runs twice
+
+
+async def test_phi_parameters_are_indexed_only_by_their_tokens(
+    mongo_db: AsyncDatabase[Doc],
+) -> None:
+    # A blinded parameter's idx value is a flat token list: an index on a plaintext
+    # subfield (idx.name.n) would hold a null per record and serve no query.
+    await apply_migrations(mongo_db)
+    for rtype, params in BLINDED.items():
+        fields = {f"idx.{field}" for field in params.values()}
+        info = await mongo_db[rtype].index_information()
+        keys = {key for index in info.values() for key, _ in index["key"]}
+        assert not {k for k in keys if k.rsplit(".", 1)[0] in fields}, rtype
+    patient = await mongo_db["Patient"].index_information()
+    for param in ("identifier", "name", "family", "birthdate"):  # searched on the tokens
+        assert f"idx.{param}_1" in patient, param
 
 
 async def test_a_migration_replaces_an_index_and_tolerates_a_missing_one(

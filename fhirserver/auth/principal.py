@@ -7,6 +7,7 @@ The request's bearer token is verified once (api/security.py) and the result is 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from fhirserver.auth.scopes import Scopes
 
@@ -30,6 +31,7 @@ class Principal:
         return self.role == "trusted"
 
 
+@lru_cache(maxsize=1)
 def trusted_principal() -> Principal:
     """What every request acts as when authorization is off (FHIRSERVER_AUTH_REQUIRED=false)."""
     return Principal(role="trusted", client_id=None, scopes=Scopes.parse("system/*.*"))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from urllib.parse import parse_qsl, urlencode
 
 CONTEXTS = ("patient", "user", "system")
@@ -136,7 +137,14 @@ class Scopes:
         """Parse a space-separated scope string (or tokens); ScopeError on any bad token."""
         if scope is None:
             return cls()
-        raw = scope.split() if isinstance(scope, str) else [s for s in scope if s]
+        if isinstance(scope, str):
+            # Every request parses its token's scope string (or the trusted one), and a
+            # deployment has few distinct strings: parse each once (Scopes is immutable).
+            return _parse_text(scope)
+        return cls._from_tokens([s for s in scope if s])
+
+    @classmethod
+    def _from_tokens(cls, raw: list[str]) -> Scopes:
         tokens = tuple(dict.fromkeys(raw))  # dedupe, keep order
         resources: list[ResourceScope] = []
         others: set[str] = set()
@@ -256,3 +264,8 @@ def narrower_options(requested: Scopes) -> list[str]:
                 if reads and not scope.constraints:
                     out[ResourceScope(scope.context, rtype, reads, (constraint,)).text()] = None
     return [t for t in out if t not in requested.tokens]
+
+
+@lru_cache(maxsize=1024)
+def _parse_text(scope: str) -> Scopes:
+    return Scopes._from_tokens(scope.split())

@@ -1,9 +1,11 @@
 """Group commit: one writer task per process appends every queued AuditEvent in one batch.
 
-A request calls `await writer.record(event)`: the event joins the queue and the call
-returns once the batch holding it has committed (or raises `AuditWriteFailed`). While a
-batch commits, new events queue up and go together in the next one, so under load many
-requests share one transaction and one journal sync.
+A request calls `await writer.record(event)`: the event is made into its record (id,
+search index, sealed bytes) in the request's task, joins the queue, and the call returns
+once the batch holding it has committed (or raises `AuditWriteFailed`). While a batch
+commits, new records queue up and go together in the next one, so under load many
+requests share one transaction and one journal sync; the writer task itself only chains
+and stores them.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from fhirserver.batching import next_batch
-from fhirserver.storage.audit_log import AuditLog
+from fhirserver.storage.audit_log import AuditLog, Prepared
 
 log = logging.getLogger(__name__)
 
-Pending = tuple[Mapping[str, Any], "asyncio.Future[int]"]
+Pending = tuple[Prepared, "asyncio.Future[int]"]
 # The pause between batches while another process appends to the same trail.
 _YIELD_SECONDS = 0.005
 
@@ -45,8 +47,14 @@ class AuditWriter:
         """Queue one AuditEvent; its `seq` once durably committed."""
         if self._closed or self._task is None or self._task.done():
             raise AuditWriteFailed("the audit writer is not running")
+        try:
+            prepared = self.log.prepare(event)
+        except Exception as exc:
+            # No event content here: it may name patients.
+            log.error("audit record not built", extra={"error": type(exc).__name__})
+            raise AuditWriteFailed("the audit record could not be built") from exc
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((event, future))
+        self._queue.put_nowait((prepared, future))
         # A cancelled request does not cancel the write: the batch still commits it.
         return await asyncio.shield(future)
 
@@ -59,7 +67,7 @@ class AuditWriter:
 
     async def _commit(self, batch: list[Pending]) -> None:
         try:
-            seqs = await self.log.append([event for event, _ in batch])
+            seqs = await self.log.append([record for record, _ in batch])
         except Exception as exc:
             # No event content here: it may name patients.
             log.error(

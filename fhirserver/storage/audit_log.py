@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from pymongo import ASCENDING, DESCENDING
@@ -48,6 +48,13 @@ HEAD_ID = "audit_head"
 _APPEND_ATTEMPTS = 50
 # After a conflict with another appender, batches take the head first for this long.
 _CONTENDED_SECONDS = 5.0
+
+
+class Prepared(NamedTuple):
+    """One record ready to append: its document (chain fields unset) and hashed plaintext."""
+
+    doc: Doc
+    plain: bytes
 
 
 class _StaleHead(Exception):
@@ -81,37 +88,37 @@ class AuditLog:
         # Until then, batches take the head document first (another process appends too).
         self._contended_until = 0.0
 
-    def _prepare(self, events: Sequence[Mapping[str, Any]]) -> tuple[list[Doc], list[bytes]]:
-        """The documents to insert (chain fields still unset) and each one's plaintext."""
-        lu = now_utc()
-        docs: list[Doc] = []
-        plain: list[bytes] = []
-        for event in events:
-            rid = new_id()
-            body: Doc = {
-                "resourceType": "AuditEvent",
-                "id": rid,
-                "meta": {"versionId": "1", "lastUpdated": format_instant(lu)},
-            }
-            body.update((k, v) for k, v in event.items() if k not in ("resourceType", "id"))
-            if "meta" in event:  # keep the BALP profile claims, with our version and time
-                body["meta"] = {**event["meta"], **body["meta"]}
-            raw = orjson.dumps(body)
-            idx, srt = self.indexer(body)
-            doc: Doc = {"_id": rid, "v": 1, "lu": lu, "raw": raw, "idx": idx, "srt": srt}
-            if self.cipher is not None:
-                doc["raw"], doc["k"] = self.cipher.seal(record_context(COLLECTION, rid, 1), raw)
-            docs.append(doc)
-            plain.append(raw)
-        return docs, plain
+    def prepare(self, event: Mapping[str, Any]) -> Prepared:
+        """The document to insert for `event` (chain fields still unset) and its plaintext.
 
-    async def append(self, events: Sequence[Mapping[str, Any]]) -> list[int]:
-        """Store `events` as the next records of the chain, atomically; their `seq`s.
+        Done when the event is queued, not when its batch is appended: the batch holds the
+        chain, so work that does not depend on the chain stays out of its way.
+        """
+        rid, lu = new_id(), now_utc()
+        body: Doc = {
+            "resourceType": "AuditEvent",
+            "id": rid,
+            "meta": {"versionId": "1", "lastUpdated": format_instant(lu)},
+        }
+        body.update((k, v) for k, v in event.items() if k not in ("resourceType", "id"))
+        if "meta" in event:  # keep the BALP profile claims, with our version and time
+            body["meta"] = {**event["meta"], **body["meta"]}
+        raw = orjson.dumps(body)
+        idx, srt = self.indexer(body)
+        doc: Doc = {"_id": rid, "v": 1, "lu": lu, "raw": raw, "idx": idx, "srt": srt}
+        if self.cipher is not None:
+            doc["raw"], doc["k"] = self.cipher.seal(record_context(COLLECTION, rid, 1), raw)
+        return Prepared(doc, raw)
+
+    async def append(self, records: Sequence[Prepared]) -> list[int]:
+        """Store `records` (from `prepare`) as the next records of the chain, atomically;
+        their `seq`s.
 
         Returns only after the commit (majority write concern; the embedded server syncs
         its journal on commit), so a returned record survives a crash.
         """
-        docs, plain = self._prepare(events)
+        docs = [r.doc for r in records]
+        plain = [r.plain for r in records]
         meta = self.mongo.db[META]
         attempts = 0
 

@@ -1,7 +1,8 @@
 """Two processes' audit writers on one trail: the chain stays whole, and a process that
 appends now and then gets its records in while another appends all the time (after they
 have met, each batch takes the head document from its first statement to its commit and
-a busy writer leaves a moment between batches: storage/audit_log.py)."""
+a busy writer leaves a moment between batches: storage/audit_log.py); and a record that
+cannot be built fails only its own request."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from fhirserver.audit.chain import opener, verify_records
-from fhirserver.audit.writer import AuditWriter
+from fhirserver.audit.writer import AuditWriteFailed, AuditWriter
 from fhirserver.context import full_indexer
 from fhirserver.storage.audit_log import AuditLog
 from fhirserver.storage.embedded import EmbeddedServers
@@ -87,4 +88,33 @@ async def test_an_occasional_appender_is_not_starved_by_a_busy_one(
     result = await verify_records(log.records(), opener(None), await log.recorded_head())
     assert result.ok, result.message()
     assert result.count == count[0] + 15
+    await mongo.close()
+
+
+async def test_an_event_that_cannot_be_recorded_fails_only_its_own_request(
+    mongo_db: AsyncDatabase[Doc], embedded: EmbeddedServers
+) -> None:
+    """Each record is built when its request queues it, so one that cannot be built (here
+    a value with no JSON form) fails that request alone, never the batch it would join."""
+    assert embedded.mongodb_uri
+    await apply_migrations(mongo_db)
+    mongo = Mongo(embedded.mongodb_uri, mongo_db.name)
+    log = AuditLog(mongo, full_indexer, None)
+    writer = AuditWriter(log)
+    writer.start()
+    broken = {**event("broken", 0), "extension": [object()]}
+    try:
+        results = await asyncio.gather(
+            *(writer.record(event("fine", i)) for i in range(10)),
+            writer.record(broken),
+            *(writer.record(event("fine", i)) for i in range(10, 20)),
+            return_exceptions=True,
+        )
+    finally:
+        await writer.stop()
+    failed = [r for r in results if isinstance(r, BaseException)]
+    assert len(failed) == 1 and isinstance(failed[0], AuditWriteFailed)
+    assert sorted(r for r in results if isinstance(r, int)) == list(range(1, 21))
+    result = await verify_records(log.records(), opener(None), await log.recorded_head())
+    assert result.ok and result.count == 20, result.message()
     await mongo.close()

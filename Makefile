@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[embedded,dev,bench]'
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.scheduling
+	$(BIN)/python -m bench.store_costs
 
 fuzz: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[embedded,dev,bench]'

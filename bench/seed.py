@@ -27,8 +27,12 @@ class SeedInfo:
     practitioner_id: str = ""
     schedule_id: str = ""
     slot_ids: list[str] = field(default_factory=list)
-    slot_count: int = 0
     seconds: float = 0.0
+
+    @property
+    def slot_count(self) -> int:
+        """How many Slots were seeded."""
+        return len(self.slot_ids)
 
 
 def patient(i: int) -> dict[str, Any]:
@@ -106,6 +110,5 @@ def seed(base: str, patients: int = 2000, slots: int = 2000, batch: int = 250,
             refs = _post_transaction(client, [_entry(slot(sched, i)) for i in
                                               range(first, min(slots, first + batch))])
             info.slot_ids.extend(r.split("/")[1] for r in refs)
-            info.slot_count += len(refs)
     info.seconds = round(time.perf_counter() - t0, 2)
     return info

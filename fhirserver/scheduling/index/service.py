@@ -192,7 +192,7 @@ class IndexService:
         for rtype, old, new in changes:
             if rtype != "Slot":
                 await self._slots_changed(index, slots)
-                await self.apply(rtype, old, new)
+                await self._apply_other(index, rtype, old, new)
                 continue
             rid = str((new or old or {}).get("id", ""))
             for s in (old, new):
@@ -202,15 +202,14 @@ class IndexService:
                     slots.setdefault(sid, {})[rid] = new if here else None
         await self._slots_changed(index, slots)
 
-    async def apply(self, rtype: str, old: Json | None, new: Json | None) -> None:
-        """Apply one committed change to the index."""
-        index = self.index
-        if index is None:
-            return
-        now = self.clock.now()
+    async def _apply_other(
+        self, index: AvailabilityIndex, rtype: str, old: Json | None, new: Json | None
+    ) -> None:
+        """Apply one committed change of a tracked type other than Slot (`apply_all`
+        folds Slots per Schedule)."""
         rid = str((new or old or {}).get("id", ""))
         if rtype == "Appointment":
-            index.apply_appointment(old, new, now)
+            index.apply_appointment(old, new, self.clock.now())
         elif rtype == "Practitioner":
             index.set_practitioner(rid, new)
         elif rtype == "PractitionerRole":
@@ -223,8 +222,6 @@ class IndexService:
             await self._reload_schedules(index, index.schedules_at(rid))
         elif rtype == "Schedule":
             await self._reload_schedules(index, [rid], {rid: new})
-        elif rtype == "Slot":
-            await self.apply_all([(rtype, old, new)])
 
     async def _reload_schedules(self, index: AvailabilityIndex, sids: list[str],
                                 known: Mapping[str, Json | None] | None = None) -> None:

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from fhirserver.api.observability import REGISTRY
+from fhirserver.metrics import REGISTRY
 
 router = APIRouter()
 metrics_router = APIRouter()
@@ -47,7 +47,8 @@ async def ready(request: Request) -> Response:
 
 @metrics_router.get("/metrics", summary="Prometheus metrics")
 async def metrics(request: Request) -> Response:
-    """Request counts and latencies per interaction, in the Prometheus text format."""
+    """Request counts and latencies per interaction, and the group-commit queues' batches,
+    in the Prometheus text format."""
     request.state.interaction = "metrics"
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 

@@ -12,13 +12,14 @@ import time
 import uuid
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import Counter, Histogram
 from pythonjsonlogger.json import JsonFormatter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fhirserver.metrics import REGISTRY
+
 log = logging.getLogger("fhirserver.access")
 
-REGISTRY = CollectorRegistry(auto_describe=True)
 REQUESTS = Counter(
     "fhirserver_requests_total",
     "HTTP requests by FHIR interaction, resource type and status",

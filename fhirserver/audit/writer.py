@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fhirserver.batching import next_batch
+from fhirserver.metrics import group_commit
 from fhirserver.storage.audit_log import AuditLog, Prepared
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,15 @@ class AuditWriter:
         stopping = False
         while not stopping:
             batch, stopping = await next_batch(self._queue, self.max_batch)
-            if batch:
+            if not batch:
+                continue
+            with group_commit("audit", len(batch)):
                 await self._commit(batch)
+            if self.log.contended():
+                # Another process appends too, and each batch takes the head from its first
+                # statement to its commit: leave the other a moment to take it (what queues
+                # meanwhile goes in the next batch), or it may wait behind ours for seconds.
+                await asyncio.sleep(_YIELD_SECONDS)
 
     async def _commit(self, batch: list[Pending]) -> None:
         try:
@@ -81,11 +89,6 @@ class AuditWriter:
         for (_, future), seq in zip(batch, seqs, strict=True):
             if not future.done():
                 future.set_result(seq)
-        if self.log.contended():
-            # Another process appends too, and each batch takes the head from its first
-            # statement to its commit: leave the other a moment to take it (what queues
-            # meanwhile goes in the next batch), or it may wait behind ours for seconds.
-            await asyncio.sleep(_YIELD_SECONDS)
 
     async def stop(self) -> None:
         """Commit what is queued, then end the task (requests have drained by now)."""

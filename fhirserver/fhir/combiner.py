@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from fhirserver.batching import next_batch
+from fhirserver.metrics import group_commit
 from fhirserver.storage.mongo import Mongo
 from fhirserver.storage.resources import ResourceStore
 
@@ -92,7 +93,8 @@ class CreateCombiner:
             if not batch:
                 continue
             try:
-                await self._commit(batch)
+                with group_commit("create", len(batch)):
+                    await self._commit(batch)
             except BaseException as exc:  # no member may wait forever
                 for member in batch:
                     _settle(member.future, error=exc)

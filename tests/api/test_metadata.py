@@ -34,6 +34,7 @@ async def test_health_ready_metrics(client: httpx.AsyncClient) -> None:
     assert metrics.status_code == 200
     assert 'fhirserver_requests_total{interaction="capabilities"' in metrics.text
     assert "fhirserver_request_seconds_bucket" in metrics.text
+    assert "# TYPE fhirserver_group_commit_seconds histogram" in metrics.text
 
 
 async def test_request_id_echoed(client: httpx.AsyncClient) -> None:

@@ -15,6 +15,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from fhirserver.audit.chain import opener, verify_records
 from fhirserver.audit.writer import AuditWriteFailed, AuditWriter
 from fhirserver.context import full_indexer
+from fhirserver.metrics import REGISTRY
 from fhirserver.storage.audit_log import AuditLog
 from fhirserver.storage.embedded import EmbeddedServers
 from fhirserver.storage.migrations import apply_migrations
@@ -103,6 +104,8 @@ async def test_an_event_that_cannot_be_recorded_fails_only_its_own_request(
     writer = AuditWriter(log)
     writer.start()
     broken = {**event("broken", 0), "extension": [object()]}
+    recorded = REGISTRY.get_sample_value(
+        "fhirserver_group_commit_batch_size_sum", {"queue": "audit"}) or 0.0
     try:
         results = await asyncio.gather(
             *(writer.record(event("fine", i)) for i in range(10)),
@@ -115,6 +118,9 @@ async def test_an_event_that_cannot_be_recorded_fails_only_its_own_request(
     failed = [r for r in results if isinstance(r, BaseException)]
     assert len(failed) == 1 and isinstance(failed[0], AuditWriteFailed)
     assert sorted(r for r in results if isinstance(r, int)) == list(range(1, 21))
+    # the batch metrics count what reached the queue: the 20, not the one never built
+    assert REGISTRY.get_sample_value(
+        "fhirserver_group_commit_batch_size_sum", {"queue": "audit"}) == recorded + 20
     result = await verify_records(log.records(), opener(None), await log.recorded_head())
     assert result.ok and result.count == 20, result.message()
     await mongo.close()

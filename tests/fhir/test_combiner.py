@@ -21,6 +21,7 @@ from fhirserver.fhir.errors import Unprocessable
 from fhirserver.fhir.search import parse_search
 from fhirserver.fhir.service import WriteResult, conditional_key
 from fhirserver.fhir.validation import validate_resource
+from fhirserver.metrics import REGISTRY
 from fhirserver.storage.embedded import EmbeddedServers
 from tests.api.factories import patient, uid
 from tests.api.scheduling_factories import hospital, rule
@@ -39,6 +40,11 @@ async def ctx(embedded: EmbeddedServers) -> AsyncIterator[AppContext]:
     yield c
     await c.mongo.client.drop_database(c.settings.db_name)
     await c.stop()
+
+
+def metric(name: str) -> float:
+    """The create queue's current value of the group-commit metric `name`."""
+    return REGISTRY.get_sample_value(name, {"queue": "create"}) or 0.0
 
 
 def schedule(location_id: str, start: str, end: str) -> dict[str, Any]:
@@ -61,10 +67,15 @@ async def test_concurrent_creates_commit_in_one_transaction(ctx: AppContext) -> 
     assert combiner is not None
     family = f"Batch{uid()}"
     batches = combiner.batches
+    observed = (metric("fhirserver_group_commit_batch_size_count"),
+                metric("fhirserver_group_commit_batch_size_sum"))
     results = await asyncio.gather(
         *(ctx.service.create("Patient", patient(family)) for _ in range(20))
     )
     assert combiner.batches == batches + 1 and combiner.combined >= 20
+    # /metrics shows the batch: one more, of 20
+    assert metric("fhirserver_group_commit_batch_size_count") == observed[0] + 1
+    assert metric("fhirserver_group_commit_batch_size_sum") == observed[1] + 20
     assert combiner.deferred == 1  # Patients only: one insert per collection
     ids = {r.stored.id for r in results}
     assert len(ids) == 20 and all(r.status == 201 for r in results)

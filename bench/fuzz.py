@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from bench import cli
 from bench.fuzz_schema import OPERATION_HEADER, augment, collect, route_regex
 from bench.run import RESULTS, log, running
 from bench.server import ServerProcess, venv_tool
@@ -275,8 +276,9 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     """Run the fuzzer; 0 clean, 1 some 5xx found, 2 incomplete (see the module doc)."""
+    cli.parser("bench.fuzz", __doc__).parse_args(argv)
     limit = float(os.environ.get("FUZZ_SECONDS", "600"))
     keep = os.environ.get("FUZZ_KEEP", "0") == "1"
     RESULTS.mkdir(parents=True, exist_ok=True)

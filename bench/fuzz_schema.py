@@ -492,7 +492,7 @@ def _patch_schema() -> Json:
     return {"type": "array", "items": op, "maxItems": 4}
 
 
-_PATCH_EXAMPLES = {
+_PATCH_EXAMPLES: dict[str, Json] = {
     "replace": {"value": [{"op": "replace", "path": "/active", "value": False}]},
     "id": {"value": [{"op": "replace", "path": "/id", "value": "other"}]},
     "type": {"value": [{"op": "replace", "path": "/resourceType", "value": "Slot"}]},

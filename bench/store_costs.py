@@ -20,7 +20,6 @@ the embedded store misses (docs/performance.md): a Patient create writes 3 docum
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -29,6 +28,7 @@ from typing import Any
 
 from pymongo import MongoClient
 
+from bench import cli
 from bench.report import machine_info
 from bench.run import RESULTS
 from fhirserver.storage.embedded import EmbeddedServers
@@ -97,10 +97,12 @@ def format_text(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Measure, print, write bench/results/store_costs.{json,txt}."""
-    docs = int(sys.argv[1]) if len(sys.argv) > 1 else 640
-    result = measure(docs)
+    ap = cli.parser("bench.store_costs", __doc__)
+    ap.add_argument("docs", nargs="?", type=int, default=640,
+                    help="documents inserted per index count and kind (default 640)")
+    result = measure(ap.parse_args(argv).docs)
     text = format_text(result)
     print(text, end="")
     RESULTS.mkdir(parents=True, exist_ok=True)

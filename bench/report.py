@@ -159,21 +159,24 @@ def format_authorization_cost(modes: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def format_group_commit(data: dict[str, Any]) -> str:
-    """What the audit writer and the create combiner did in each scenario of one mode, at
-    the run's clients and (`more_clients`) at more."""
-    head = (f"{'scenario':<20}{'clients':>8}{'req/s':>8}  {'queue':<8}{'batches':>8}"
-            f"{'mean batch':>11}{'commit ms':>10}{'busy':>7}")
-    lines = ["group commit, separate store: each queue commits one batch at a time; busy is "
-             "its commit time over the scenario's wall time (warm-up included)", head,
-             "-" * len(head)]
-    runs = [*data["scenarios"].items(), *data.get("more_clients", {}).items()]
-    for name, r in runs:
-        for queue, q in r.get("group_commit", {}).items():
-            lines.append(
-                f"{name:<20}{r['clients']:>8}{r['throughput']:>8.0f}  {queue:<8}"
-                f"{q['batches']:>8}{q['mean_batch']:>11.1f}{q['mean_commit_ms']:>10.2f}"
-                f"{q['busy_pct']:>6.0f}%")
+def format_group_commit(modes: dict[str, dict[str, Any]]) -> str:
+    """What the audit writer and the create combiner did in each scenario of every mode
+    with the store in its own process, at the run's clients and (`more_clients`) at more."""
+    head = (f"{'mode':<16}{'scenario':<20}{'clients':>8}{'req/s':>8}  {'queue':<8}"
+            f"{'batches':>8}{'mean batch':>11}{'commit ms':>10}{'busy':>7}")
+    lines = ["group commit: each queue commits one batch at a time; busy is its commit time "
+             "over the scenario's wall time (warm-up included)", head, "-" * len(head)]
+    for mode in ("separate_store", "authorized"):
+        data = modes.get(mode)
+        if data is None:
+            continue
+        runs = [*data["scenarios"].items(), *data.get("more_clients", {}).items()]
+        for name, r in runs:
+            for queue, q in r.get("group_commit", {}).items():
+                lines.append(
+                    f"{mode:<16}{name:<20}{r['clients']:>8}{r['throughput']:>8.0f}  "
+                    f"{queue:<8}{q['batches']:>8}{q['mean_batch']:>11.1f}"
+                    f"{q['mean_commit_ms']:>10.2f}{q['busy_pct']:>6.0f}%")
     return "\n".join(lines)
 
 

@@ -385,8 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         parts.append(report.format_store_comparison(payload["separate_vs_in_process"]))
     if "authorized" in modes and "separate_store" in modes:
         parts.append(report.format_authorization_cost(modes))
-    if "separate_store" in modes:
-        parts.append(report.format_group_commit(modes["separate_store"]))
+    parts.append(report.format_group_commit(modes))
     where = report.format_where_time_goes(modes["in_process"].get("profiles", {}))
     if where:
         parts.append(where)

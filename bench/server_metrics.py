@@ -38,17 +38,16 @@ def delta(before: Scrape, after: Scrape, wall_seconds: float) -> dict[str, dict[
     mean commit ms and busy % of `wall_seconds`."""
     out: dict[str, dict[str, Any]] = {}
     for queue in sorted({q for q, _ in after}):
-        def moved(name: str, queue: str = queue) -> float:
-            return after.get((queue, name), 0.0) - before.get((queue, name), 0.0)
-
-        batches = moved(f"{BATCH}_count")
+        batches, items, seconds = (
+            after.get((queue, name), 0.0) - before.get((queue, name), 0.0)
+            for name in (f"{BATCH}_count", f"{BATCH}_sum", f"{SECONDS}_sum")
+        )
         if batches <= 0:
             continue
-        seconds = moved(f"{SECONDS}_sum")
         out[queue] = {
             "batches": int(batches),
-            "items": int(moved(f"{BATCH}_sum")),
-            "mean_batch": round(moved(f"{BATCH}_sum") / batches, 1),
+            "items": int(items),
+            "mean_batch": round(items / batches, 1),
             "mean_commit_ms": round(seconds / batches * 1000, 2),
             "busy_pct": round(seconds / wall_seconds * 100, 1),
         }

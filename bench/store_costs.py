@@ -66,14 +66,13 @@ def measure(docs: int) -> dict[str, Any]:
         embedded.start()
         try:
             assert embedded.mongodb_uri
-            client: MongoClient[dict[str, Any]] = MongoClient(embedded.mongodb_uri)
-            for k in INDEX_COUNTS:
-                rows.append({
-                    "indexes": k,
-                    "entries_ms": round(_per_doc_ms(client, f"e{k}", k, True, docs), 3),
-                    "no_entries_ms": round(_per_doc_ms(client, f"n{k}", k, False, docs), 3),
-                })
-            client.close()
+            client: MongoClient[dict[str, Any]]
+            with MongoClient(embedded.mongodb_uri) as client:
+                for k in INDEX_COUNTS:
+                    with_entries = _per_doc_ms(client, f"e{k}", k, True, docs)
+                    without = _per_doc_ms(client, f"n{k}", k, False, docs)
+                    rows.append({"indexes": k, "entries_ms": round(with_entries, 3),
+                                 "no_entries_ms": round(without, 3)})
         finally:
             embedded.stop()
     return {"when": datetime.now(UTC).isoformat(timespec="seconds"), "docs": docs,

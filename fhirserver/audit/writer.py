@@ -15,8 +15,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from fhirserver.batching import next_batch
-from fhirserver.metrics import group_commit
+from fhirserver.batching import GroupCommitQueue
 from fhirserver.storage.audit_log import AuditLog, Prepared
 
 log = logging.getLogger(__name__)
@@ -35,18 +34,17 @@ class AuditWriter:
 
     def __init__(self, audit_log: AuditLog, *, max_batch: int = 500) -> None:
         self.log = audit_log
-        self.max_batch = max_batch
-        self._queue: asyncio.Queue[Pending | None] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-        self._closed = False
+        self._batches: GroupCommitQueue[Pending] = GroupCommitQueue(
+            "audit", self._commit, max_batch=max_batch, pause=self._pause
+        )
 
     def start(self) -> None:
         """Start the writer task on the running loop."""
-        self._task = asyncio.create_task(self._run(), name="audit-writer")
+        self._batches.start()
 
     async def record(self, event: Mapping[str, Any]) -> int:
         """Queue one AuditEvent; its `seq` once durably committed."""
-        if self._closed or self._task is None or self._task.done():
+        if not self._batches.running():
             raise AuditWriteFailed("the audit writer is not running")
         try:
             prepared = self.log.prepare(event)
@@ -55,23 +53,15 @@ class AuditWriter:
             log.error("audit record not built", extra={"error": type(exc).__name__})
             raise AuditWriteFailed("the audit record could not be built") from exc
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((prepared, future))
+        self._batches.put((prepared, future))
         # A cancelled request does not cancel the write: the batch still commits it.
         return await asyncio.shield(future)
 
-    async def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            batch, stopping = await next_batch(self._queue, self.max_batch)
-            if not batch:
-                continue
-            with group_commit("audit", len(batch)):
-                await self._commit(batch)
-            if self.log.contended():
-                # Another process appends too, and each batch takes the head from its first
-                # statement to its commit: leave the other a moment to take it (what queues
-                # meanwhile goes in the next batch), or it may wait behind ours for seconds.
-                await asyncio.sleep(_YIELD_SECONDS)
+    def _pause(self) -> float:
+        # Another process appends too, and each batch takes the head from its first
+        # statement to its commit: leave the other a moment to take it (what queues
+        # meanwhile goes in the next batch), or it may wait behind ours for seconds.
+        return _YIELD_SECONDS if self.log.contended() else 0.0
 
     async def _commit(self, batch: list[Pending]) -> None:
         try:
@@ -92,9 +82,4 @@ class AuditWriter:
 
     async def stop(self) -> None:
         """Commit what is queued, then end the task (requests have drained by now)."""
-        if self._closed:
-            return
-        self._closed = True
-        self._queue.put_nowait(None)
-        if self._task is not None:
-            await self._task
+        await self._batches.stop()

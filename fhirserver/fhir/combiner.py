@@ -27,8 +27,7 @@ from typing import Any, TypeVar
 
 from pymongo.asynchronous.client_session import AsyncClientSession
 
-from fhirserver.batching import next_batch
-from fhirserver.metrics import group_commit
+from fhirserver.batching import GroupCommitQueue
 from fhirserver.storage.mongo import Mongo
 from fhirserver.storage.resources import ResourceStore
 
@@ -62,45 +61,39 @@ class CreateCombiner:
         self.mongo = mongo
         self.store = store
         self.create_in = create_in
-        self.max_batch = max_batch
-        self._queue: asyncio.Queue[_Member | None] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
+        self._batches: GroupCommitQueue[_Member] = GroupCommitQueue(
+            "create", self._commit_settled, max_batch=max_batch
+        )
         self.batches = 0
         self.combined = 0  # members committed in a batch of two or more
         self.deferred = 0  # batches whose inserts went one per collection
 
     def start(self) -> None:
         """Start the batching task on the running loop."""
-        self._task = asyncio.create_task(self._run(), name="create-combiner")
+        self._batches.start()
 
     def running(self) -> bool:
         """True while creates can be queued."""
-        return self._task is not None and not self._task.done()
+        return self._batches.running()
 
     async def create(self, resource: Mapping[str, Any]) -> Any:
         """`create_in(resource)` committed in this or a shared transaction; its result."""
         if resource["resourceType"] in NOT_COMBINED or not self.running():
             return await self.mongo.transaction(lambda s: self.create_in(resource, s))
         member = _Member(resource, contextvars.copy_context())
-        self._queue.put_nowait(member)
+        self._batches.put(member)
         # A cancelled request does not cancel the batch: its create may still commit.
         return await asyncio.shield(member.future)
 
-    async def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            batch, stopping = await next_batch(self._queue, self.max_batch)
-            if not batch:
-                continue
-            try:
-                with group_commit("create", len(batch)):
-                    await self._commit(batch)
-            except BaseException as exc:  # no member may wait forever
-                for member in batch:
-                    _settle(member.future, error=exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                log.exception("create batch failed")
+    async def _commit_settled(self, batch: list[_Member]) -> None:
+        try:
+            await self._commit(batch)
+        except BaseException as exc:  # no member may wait forever
+            for member in batch:
+                _settle(member.future, error=exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            log.exception("create batch failed")
 
     async def _commit(self, batch: list[_Member]) -> None:
         self.batches += 1
@@ -161,11 +154,7 @@ class CreateCombiner:
 
     async def stop(self) -> None:
         """Commit what is queued, then end the task (requests have drained by now)."""
-        if self._task is None:
-            return
-        self._queue.put_nowait(None)
-        await self._task
-        self._task = None
+        await self._batches.stop()
 
 
 def _settle(

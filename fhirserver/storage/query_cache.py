@@ -48,8 +48,7 @@ Doc = dict[str, Any]
 
 #: Types whose queries are never cached: written outside FhirService.
 UNCACHED = frozenset({"AuditEvent"})
-#: Bytes counted per cached document beside its raw JSON.
-DOC_OVERHEAD = 200
+_DOC_OVERHEAD = 200  # bytes counted per cached document beside its raw JSON
 
 
 @dataclass
@@ -191,6 +190,11 @@ class QueryCache:
         return on_write
 
 
+def raw_size(raw: bytes | None) -> int:
+    """The bytes one stored document with this raw JSON is counted as."""
+    return len(raw or b"") + _DOC_OVERHEAD
+
+
 def docs_size(docs: list[Doc]) -> int:
     """The bytes a list of stored documents is counted as."""
-    return sum(len(d.get("raw") or b"") + DOC_OVERHEAD for d in docs)
+    return sum(raw_size(d.get("raw")) for d in docs)

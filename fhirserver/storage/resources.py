@@ -23,7 +23,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from fhirserver.fhir.errors import Conflict, Gone, NotFound, PreconditionFailed
 from fhirserver.phi.cipher import PHI_TYPES, SEALED_TYPES
 from fhirserver.storage.plan import Split, split
-from fhirserver.storage.query_cache import DOC_OVERHEAD, QueryCache, docs_size
+from fhirserver.storage.query_cache import QueryCache, docs_size, raw_size
 
 if TYPE_CHECKING:  # the codec is handed in (its blind index knows fhir/ search params)
     from fhirserver.phi.codec import PhiCodec
@@ -86,7 +86,7 @@ def _with_meta(resource: Mapping[str, Any], rid: str, version: int, lu: datetime
 
 
 def _stored_size(stored: Stored | None) -> int:
-    return DOC_OVERHEAD + (len(stored.raw or b"") if stored is not None else 0)
+    return raw_size(stored.raw if stored is not None else None)
 
 
 class ResourceStore:
